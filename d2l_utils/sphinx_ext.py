@@ -1,0 +1,154 @@
+"""The book's Sphinx extension (loaded from ``_config.yml``).
+
+It does three things:
+
+* sets ``D2L_BOOK_BUILD=1`` before any notebook executes, so interactive figures are
+  precomputed for the static page and progress bars stay quiet (see ``runtime.in_book_build``);
+* provides the ``glossary-term`` directive a chapter uses where it teaches a term::
+
+      ```{glossary-term} perceptron
+      :zh: 感知机
+      A linear threshold unit whose weights are learned from its mistakes.
+      ```
+
+  which shows the definition in place and makes ``{term}`perceptron``` link to it;
+* provides the ``d2l-glossary`` directive that the glossary page uses: a table of every
+  term (English, Chinese, definition, where it is taught), collected from all chapters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.util.docutils import SphinxDirective
+
+from d2l_utils.runtime import BOOK_BUILD_ENV_VAR
+
+
+class glossary_table(nodes.General, nodes.Element):
+    """Placeholder replaced by the glossary table once every chapter has been read."""
+
+
+def _terms(env: BuildEnvironment) -> dict[str, dict[str, str]]:
+    if not hasattr(env, "d2l_glossary"):
+        env.d2l_glossary = {}
+    return env.d2l_glossary
+
+
+class GlossaryTermDirective(SphinxDirective):
+    """``glossary-term``: define a term where it is taught, with its Chinese name."""
+
+    required_arguments = 1
+    final_argument_whitespace = True
+    has_content = True
+    option_spec = {"zh": directives.unchanged_required}
+
+    def run(self) -> list[nodes.Node]:
+        term = self.arguments[0].strip()
+        chinese = self.options.get("zh", "").strip()
+        if not chinese:
+            raise self.error(f"glossary-term {term!r} needs a :zh: option (its Chinese term)")
+        if not self.content:
+            raise self.error(f"glossary-term {term!r} needs a one-line definition as content")
+        anchor = "term-" + re.sub(r"[^a-z0-9]+", "-", term.lower()).strip("-")
+        box = nodes.container(classes=["d2l-term"], ids=[anchor])
+        heading = nodes.paragraph()
+        heading += nodes.strong(text=term)
+        heading += nodes.Text(f" ({chinese})")
+        box += heading
+        self.state.nested_parse(self.content, self.content_offset, box)
+        std = self.env.get_domain("std")
+        if hasattr(std, "_note_term"):  # also records the case-insensitive lookup
+            std._note_term(term, anchor, location=box)
+        else:
+            std.note_object("term", term, anchor, location=box)
+        _terms(self.env)[term.lower()] = {
+            "term": term, "zh": chinese, "definition": " ".join(self.content).strip(),
+            "docname": self.env.docname, "anchor": anchor,
+        }
+        return [box]
+
+
+class GlossaryTableDirective(SphinxDirective):
+    """``d2l-glossary``: the table of all terms (used once, on the glossary page)."""
+
+    def run(self) -> list[nodes.Node]:
+        if not hasattr(self.env, "d2l_glossary_pages"):
+            self.env.d2l_glossary_pages = set()
+        self.env.d2l_glossary_pages.add(self.env.docname)
+        return [glossary_table()]
+
+
+def _fill_glossary(app: Sphinx, doctree: nodes.document, fromdocname: str) -> None:
+    env = app.env
+    for placeholder in doctree.findall(glossary_table):
+        table = nodes.table(classes=["d2l-glossary"])
+        group = nodes.tgroup(cols=4)
+        table += group
+        for width in (20, 12, 48, 20):
+            group += nodes.colspec(colwidth=width)
+        head = nodes.thead()
+        head += _row([nodes.Text(h) for h in ("Term", "中文", "Definition", "Taught in")])
+        group += head
+        body = nodes.tbody()
+        for key in sorted(_terms(env)):
+            entry = _terms(env)[key]
+            link = nodes.reference(internal=True)
+            link["refuri"] = (app.builder.get_relative_uri(fromdocname, entry["docname"])
+                              + "#" + entry["anchor"])
+            title = env.titles.get(entry["docname"])
+            link += nodes.Text(title.astext() if title else entry["docname"])
+            body += _row([nodes.strong(text=entry["term"]), nodes.Text(entry["zh"]),
+                          nodes.Text(entry["definition"]), link])
+        group += body
+        placeholder.replace_self(table)
+
+
+def _row(cells: list[nodes.Node]) -> nodes.row:
+    row = nodes.row()
+    for content in cells:
+        entry = nodes.entry()
+        paragraph = nodes.paragraph()
+        paragraph += content
+        entry += paragraph
+        row += entry
+    return row
+
+
+def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
+    terms = _terms(env)
+    for key in [k for k, v in terms.items() if v["docname"] == docname]:
+        del terms[key]
+    getattr(env, "d2l_glossary_pages", set()).discard(docname)
+
+
+def _merge(app: Sphinx, env: BuildEnvironment, docnames: set[str], other: BuildEnvironment
+           ) -> None:
+    _terms(env).update(_terms(other))
+    if hasattr(other, "d2l_glossary_pages"):
+        if not hasattr(env, "d2l_glossary_pages"):
+            env.d2l_glossary_pages = set()
+        env.d2l_glossary_pages |= other.d2l_glossary_pages
+
+
+def _glossary_pages_outdated(app: Sphinx, env: BuildEnvironment) -> list[str]:
+    """Rewrite the glossary page on every build: any chapter may have changed a term."""
+    return sorted(getattr(env, "d2l_glossary_pages", set()))
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    os.environ[BOOK_BUILD_ENV_VAR] = "1"  # inherited by the kernels that execute notebooks
+    app.add_node(glossary_table)
+    app.add_directive("glossary-term", GlossaryTermDirective)
+    app.add_directive("d2l-glossary", GlossaryTableDirective)
+    app.connect("doctree-resolved", _fill_glossary)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
+    app.connect("env-updated", _glossary_pages_outdated)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
