@@ -55,7 +55,7 @@ class RemoteFile:
 
 
 class DataError(RuntimeError):
-    """A dataset file is missing, corrupt, or cannot be downloaded. The message says how to fix it."""
+    """A dataset file is missing, corrupt or cannot be downloaded; the message says the fix."""
 
 
 def _mnist_like(folder: str, mirrors: tuple[str, ...], digests: dict[str, tuple[str, str]],

@@ -127,7 +127,8 @@ def load_images(name: str, split: str = "train", *, n: int | None = None,
     labels = _decoded(f"{name}/{prefix}-labels-idx1-ubyte.gz")
     if n is not None:
         if not 0 < n <= len(labels):
-            raise ValueError(f"n must be between 1 and {len(labels)} for the {split} split, got {n}")
+            raise ValueError(f"n must be between 1 and {len(labels)} for the {split} split, "
+                             f"got {n}")
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(labels), generator=generator)[:n].sort().values.numpy()
         images, labels = images[keep], labels[keep]

@@ -136,7 +136,8 @@ def _static(draw, values, start, figsize, alt, dpi):
                         f"{opts}</select></label>")
     labels = {n: [str(v) for v in values[n]] for n in names}
     page = f"""<div class="d2l-interactive" id="{uid}">
-<img alt="{html.escape(alt_text)}" src="data:image/png;base64,{frames[first]}" style="max-width:100%">
+<img alt="{html.escape(alt_text)}" style="max-width:100%"
+     src="data:image/png;base64,{frames[first]}">
 <div class="d2l-controls">{" ".join(rows)}</div>
 <script>
 (function () {{

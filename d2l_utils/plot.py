@@ -82,7 +82,9 @@ def show_images(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None 
         images: ``(N, H, W)``, ``(N, 1, H, W)`` or ``(N, H*W)`` with a square ``H*W``.
         titles: one title per image, or ``None``.
     """
-    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    array = np.asarray(images)
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
     elif array.ndim == 2:

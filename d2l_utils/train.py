@@ -151,20 +151,23 @@ class _Totals:
 
     def __init__(self, metrics: Mapping[str, Metric], device: torch.device) -> None:
         self.metrics = metrics
-        self.sums = torch.zeros(1 + len(metrics), device=device, dtype=torch.float64)
+        # float64 accumulators: a long epoch of float32 sums would lose digits.
+        self.sums = [torch.zeros((), device=device, dtype=torch.float64)
+                     for _ in range(1 + len(metrics))]
         self.count = 0
 
     def add(self, mean_loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> None:
         n = len(y)
-        values = [mean_loss * n] + [metric(output, y) for metric in self.metrics.values()]
-        self.sums += torch.stack([v.to(torch.float64) for v in values])
+        self.sums[0] += mean_loss * n
+        for total, metric in zip(self.sums[1:], self.metrics.values(), strict=True):
+            total += metric(output, y)
         self.count += n
 
     def averages(self) -> dict[str, float]:
         if self.count == 0:
             raise ValueError("no batches: the data iterable was empty")
-        sums = (self.sums / self.count).tolist()
-        return dict(zip(["loss", *self.metrics], sums, strict=True))
+        values = torch.stack(self.sums).div(self.count).tolist()  # one device sync per epoch
+        return dict(zip(["loss", *self.metrics], values, strict=True))
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -176,8 +179,8 @@ class _LivePlot:
     """Redraws the loss curves in place in a notebook."""
 
     def __init__(self) -> None:
-        from IPython.display import display
         import matplotlib.pyplot as plt
+        from IPython.display import display
 
         self.figure, self.axes = plt.subplots(figsize=(5, 3))
         plt.close(self.figure)

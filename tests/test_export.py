@@ -1,0 +1,82 @@
+"""One source of truth: modules generated from chapters' marked cells, and the drift check."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from d2l_utils import export
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def notebook(cells: list[tuple[str, str]]) -> str:
+    return json.dumps({"cells": [{"cell_type": kind, "metadata": {}, "source": source,
+                                  **({"outputs": [], "execution_count": None}
+                                     if kind == "code" else {})}
+                                 for kind, source in cells],
+                       "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
+@pytest.fixture
+def book(tmp_path) -> Path:
+    (tmp_path / "d2l_utils").mkdir()
+    part = tmp_path / "chapters" / "01_part"
+    part.mkdir(parents=True)
+    (part / "01_a.ipynb").write_text(notebook([
+        ("markdown", "# A"),
+        ("code", "#| export: toy\nimport math\n\n\ndef area(r: float) -> float:\n"
+                 "    return math.pi * r * r"),
+        ("code", "print(area(1.0))"),
+    ]))
+    (part / "02_b.ipynb").write_text(notebook([
+        ("code", "#| export: toy\ndef double(x):\n    return 2 * x"),
+        ("code", "#|export:other\nVALUE = 1"),
+    ]))
+    return tmp_path
+
+
+def test_generates_modules_with_provenance(book):
+    assert export.main(["--root", str(book)]) == 0
+    toy = (book / "d2l_utils" / "toy.py").read_text()
+    assert toy.startswith(export.HEADER)
+    assert "# source: chapters/01_part/01_a.ipynb" in toy
+    assert "# --- chapters/01_part/01_a.ipynb, cell 1 ---" in toy
+    assert "# --- chapters/01_part/02_b.ipynb, cell 0 ---" in toy
+    assert toy.index("def area") < toy.index("def double")  # book order
+    assert "print(area" not in toy and "#| export" not in toy
+    namespace: dict = {}
+    exec(compile(toy, "toy.py", "exec"), namespace)
+    assert namespace["double"](21) == 42
+    assert (book / "d2l_utils" / "other.py").read_text().rstrip().endswith("VALUE = 1")
+
+
+def test_check_detects_drift_and_orphans(book, capsys):
+    export.main(["--root", str(book)])
+    assert export.main(["--root", str(book), "--check"]) == 0
+    generated = book / "d2l_utils" / "toy.py"
+    generated.write_text(generated.read_text() + "\nEDITED = True\n")
+    assert export.main(["--root", str(book), "--check"]) == 1
+    assert "toy.py differs" in capsys.readouterr().err
+    export.main(["--root", str(book)])
+    (book / "d2l_utils" / "gone.py").write_text(export.HEADER + "\n")
+    assert export.main(["--root", str(book), "--check"]) == 1
+    assert "no chapter exports it" in capsys.readouterr().err
+
+
+def test_core_modules_cannot_be_overwritten(book):
+    (book / "chapters" / "01_part" / "03_c.ipynb").write_text(
+        notebook([("code", "#| export: data\nX = 1")]))
+    with pytest.raises(ValueError, match="hand-written core module"):
+        export.collect(book)
+
+
+def test_the_repository_is_in_sync():
+    """The CI guard: every generated module equals what its chapters export."""
+    result = subprocess.run([sys.executable, "-m", "d2l_utils.export", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

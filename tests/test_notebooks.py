@@ -1,0 +1,77 @@
+"""Every chapter follows the book's conventions (CONTRIBUTING.md): checked statically,
+so a violation is reported without running anything."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted(p for p in (ROOT / "chapters").rglob("*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts)
+
+
+def toc_files() -> set[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    files = {toc["root"]}
+    for part in toc.get("parts", []):
+        for chapter in part.get("chapters", []):
+            files.add(chapter["file"])
+            files.update(section["file"] for section in chapter.get("sections", []))
+    return files
+
+
+def cells_of(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_toc_and_chapters_agree():
+    listed = toc_files()
+    for name in listed:
+        assert any((ROOT / f"{name}{suffix}").exists() for suffix in (".md", ".ipynb")), \
+            f"_toc.yml lists {name}, which does not exist"
+    for path in NOTEBOOKS:
+        assert path.relative_to(ROOT).with_suffix("").as_posix() in listed, \
+            f"{path.relative_to(ROOT)} is not in _toc.yml"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_conventions(path):
+    cells = cells_of(path)
+    code = [c for c in cells if c["cell_type"] == "code"]
+    assert cells[0]["cell_type"] == "markdown" and source(cells[0]).startswith("# "), \
+        "the first cell is the chapter's '# Title'"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+        "notebooks are committed without outputs"
+    setup = source(code[0])
+    assert 'find_spec("d2l_utils")' in setup and "D2L_UTILS_SOURCE" in setup, \
+        "the first code cell installs d2l_utils when it is missing (Colab)"
+    assert "set_seed(" in setup, "the first code cell sets the seeds"
+    everything = "\n".join(source(c) for c in code)
+    assert not re.search(r"^\s*from \S+ import \*", everything, re.M), "no star imports"
+    assert not re.search(r"[\"'](/work/|/home/|/Users/|\.\./data)", everything), \
+        "no machine-specific or working-directory-relative paths"
+    assert re.search(r"^\s*assert ", everything, re.M), "claims are asserted"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercises_have_hidden_executed_solutions(path):
+    cells = cells_of(path)
+    headings = [i for i, c in enumerate(cells)
+                if c["cell_type"] == "markdown" and re.search(r"^## Exercises", source(c), re.M)]
+    assert headings, "the chapter ends with '## Exercises'"
+    solutions = [c for c in cells[headings[0]:] if c["cell_type"] == "code"
+                 and source(c).startswith("# Solution to exercise")]
+    assert solutions, "each exercise has a solution cell"
+    for cell in solutions:
+        assert "hide-cell" in cell.get("metadata", {}).get("tags", []), \
+            "solutions are hidden on the website (tag hide-cell)"
+        assert "assert" in source(cell), "a solution checks its answer"
