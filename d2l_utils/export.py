@@ -14,6 +14,7 @@ Edit the notebook, never the generated file.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import sys
@@ -74,13 +75,29 @@ def render(module: str, cells: list[ExportedCell]) -> str:
     sources = list(dict.fromkeys(cell.notebook for cell in cells))
     lines = [HEADER, "# edit the notebook(s), then run the exporter. CI fails when they drift."]
     lines += [f"# source: {source}" for source in sources]
-    lines += ['"""Code from ' + ", ".join(Path(s).stem for s in sources)
-              + ", exported from the chapter's marked cells."
-              + '"""', "", FUTURE]
-    for cell in cells:
-        code = "\n".join(line for line in cell.code.split("\n") if line.strip() != FUTURE)
+    codes = ["\n".join(line for line in cell.code.split("\n") if line.strip() != FUTURE)
+             for cell in cells]
+    docstring, codes[0] = _split_docstring(codes[0])
+    default = ("Code from " + ", ".join(Path(s).stem for s in sources)
+               + ", exported from the chapter's marked cells.")
+    lines += [docstring or f'"""{default}"""', "", FUTURE]
+    for cell, code in zip(cells, codes, strict=True):
         lines += ["", f"# --- {cell.notebook}, cell {cell.index} ---", code.strip("\n"), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _split_docstring(code: str) -> tuple[str | None, str]:
+    """A module's first exported cell may open with a docstring: it becomes the module's."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return None, code
+    first = body[0] if body else None
+    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)):
+        return None, code
+    lines = code.split("\n")
+    return "\n".join(lines[:first.end_lineno]), "\n".join(lines[first.end_lineno:])
 
 
 def generated_files(root: Path) -> dict[Path, str]:

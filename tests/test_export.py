@@ -80,3 +80,16 @@ def test_the_repository_is_in_sync():
     result = subprocess.run([sys.executable, "-m", "d2l_utils.export", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_leading_docstring_becomes_the_module_docstring(book):
+    first = book / "chapters" / "01_part" / "00_first.ipynb"
+    first.write_text(notebook([("code", '#| export: documented\n"""Tools of chapter 0."""\n'
+                                        "import math\n\nTAU = 2 * math.pi")]))
+    export.main(["--root", str(book)])
+    module = book / "d2l_utils" / "documented.py"
+    import ast
+
+    tree = ast.parse(module.read_text())
+    assert ast.get_docstring(tree) == "Tools of chapter 0."
+    assert module.read_text().count('"""') == 2  # no second, default docstring
