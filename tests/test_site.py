@@ -339,14 +339,14 @@ def test_a_built_page_serves_mathjax_itself(tmp_path):
     ("``R = max_i ||x_i||`` and ``(N, H*W)``", "``R = max_i ||x_i||`` and ``(N, H*W)``"),
 ])
 def test_plain_text_docstrings_are_escaped_for_the_api_page(line, safe):
-    from d2l_utils.sphinx_ext import plain_text_safe
+    from d2l_utils.sphinx_api import plain_text_safe
 
     assert plain_text_safe(line) == safe
 
 
 def test_api_page_lists_the_core_then_the_chapters_modules():
     from d2l_utils.export import CORE_MODULES
-    from d2l_utils.sphinx_ext import API_CORE_MODULES, api_modules
+    from d2l_utils.sphinx_api import API_CORE_MODULES, api_modules
 
     modules = api_modules()
     assert modules[:len(API_CORE_MODULES)] == list(API_CORE_MODULES)
