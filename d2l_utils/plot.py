@@ -6,6 +6,7 @@ colour blindness; lines also differ in marker so a figure survives greyscale pri
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import matplotlib as mpl
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from cycler import cycler
+from matplotlib.figure import Figure
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
              "#000000")
@@ -20,7 +22,12 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def use_book_style() -> None:
-    """Apply the book's matplotlib style (call once, in a chapter's first cell)."""
+    """Apply the book's matplotlib style (call once, in a chapter's first cell).
+
+    In a Jupyter kernel it also shows figures as PNGs that carry a description of the figure
+    (``describe_figure``), which the website uses as the image's alt text.
+    """
+    _describe_figures_in_notebooks()
     mpl.rcParams.update({
         "figure.figsize": (6.0, 3.6),
         "figure.dpi": 100,
@@ -106,3 +113,49 @@ def show_images(images: torch.Tensor | np.ndarray, titles: Sequence[str] | None 
             if titles is not None:
                 ax.set_title(str(titles[i]), fontsize=8)
     return fig
+
+
+def describe_figure(fig: Figure, max_length: int = 400) -> str:
+    """A one-line description of a figure for screen readers, from what it already states:
+    its suptitle, then each plot's title and axis labels. Empty when the figure says nothing.
+    """
+    parts = []
+    suptitle = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""
+    if suptitle:
+        parts.append(suptitle.strip())
+    for ax in fig.axes:
+        title = ax.get_title().strip()
+        labels = [f"{name}: {label.strip()}" for name, label in
+                  (("x", ax.get_xlabel()), ("y", ax.get_ylabel())) if label.strip()]
+        if title or labels:
+            parts.append(title + (f" ({', '.join(labels)})" if labels else ""))
+    text = "; ".join(p.strip() for p in parts if p.strip()).replace("$", "")  # no TeX markers
+    return text if len(text) <= max_length else text[: max_length - 1] + "…"
+
+
+def figure_png(fig: Figure) -> bytes | None:
+    """The PNG a notebook shows for ``fig``, with ``describe_figure(fig)`` stored in its
+    ``Description`` text field. ``None`` for a figure with nothing drawn on it."""
+    if not fig.axes:
+        return None
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight",
+                metadata={"Description": describe_figure(fig)})
+    return buffer.getvalue()
+
+
+def _describe_figures_in_notebooks() -> None:
+    """Register ``figure_png`` as the kernel's PNG formatter for figures (IPython's display
+    API). The inline backend registers its own when it is first imported, so import it first."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    if "inline" not in str(mpl.get_backend()):
+        return
+    import matplotlib_inline.backend_inline  # noqa: F401  (registers the default formatter)
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, figure_png)

@@ -149,6 +149,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
     # The book's models are small: one thread per kernel is as fast as two on an idle machine
     # and far faster on a busy one (idle OpenMP threads spin). A reader may still override it.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # Kernels must draw figures inline: a backend exported by the shell (MPLBACKEND=Agg, say)
+    # would silently drop every figure from the book. Unset, ipykernel picks the inline one.
+    os.environ.pop("MPLBACKEND", None)
     app.add_node(glossary_table)
     app.add_directive("glossary-term", GlossaryTermDirective)
     app.add_directive("d2l-glossary", GlossaryTableDirective)

@@ -86,14 +86,36 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
 
 
 def _add_alt_text(app: Sphinx, doctree: nodes.document, docname: str) -> None:
-    """A figure from a code cell has no alt text unless its cell gives one; name its section."""
+    """A figure from a code cell has no alt text unless its cell gives one. Use the
+    description the book's figures carry (``plot.describe_figure``: titles and axis labels);
+    failing that, name the figure's section."""
     for image in doctree.findall(nodes.image):
         if image.get("alt"):
+            continue
+        description = _png_description(Path(app.srcdir), docname, image.get("uri", ""))
+        if description:
+            image["alt"] = f"Figure: {description}"
             continue
         section = next((n for n in _ancestors(image) if isinstance(n, nodes.section)), None)
         title = section.next_node(nodes.title).astext() if section else ""
         image["alt"] = f"Figure: the output of the code above, in “{title}”" if title else \
             "Figure: the output of the code above"
+
+
+def _png_description(srcdir: Path, docname: str, uri: str) -> str:
+    """The ``Description`` text field of a PNG written by ``plot.figure_png``, or ``""``."""
+    if not uri.endswith(".png"):
+        return ""
+    for path in (srcdir / uri, srcdir / Path(docname).parent / uri, Path(uri)):
+        if path.is_file():
+            try:
+                from PIL import Image  # matplotlib's own dependency
+
+                with Image.open(path) as png:
+                    return str(png.text.get("Description", "")).strip()
+            except (OSError, ValueError):
+                return ""
+    return ""
 
 
 def _typeset_bibtex_maths(app: Sphinx, doctree: nodes.document, docname: str) -> None:

@@ -308,6 +308,23 @@ def test_pages_load_nothing_from_other_hosts():
     assert not offenders, "pages load assets from the network:\n" + "\n".join(offenders[:20])
 
 
+def test_chapter_figures_reach_their_pages():
+    """Every chapter that plots shows its figures on its page. (A kernel that inherits a
+    non-inline backend, such as MPLBACKEND=Agg, runs happily and drops every figure.)"""
+    if not (SITE / "index.html").is_file():
+        unavailable(f"no built website at {SITE}")
+    plots = re.compile(r"plt\.|plot_lines\(|plot_history\(|show_images\(|\.imshow\(")
+    missing = []
+    for page in PAGES:
+        notebook = ROOT / f"{page}.ipynb"
+        if not notebook.is_file() or not plots.search(notebook.read_text(encoding="utf-8")):
+            continue
+        html = (SITE / f"{page}.html").read_text(encoding="utf-8", errors="replace")
+        if not re.search(r'<img[^>]*src="[^"]*_images/', html):
+            missing.append(page)
+    assert not missing, f"pages whose figures are missing: {missing}"
+
+
 # --- The build side, without a browser: what d2l_utils.sphinx_ext does for the site ---------
 
 def test_a_built_page_serves_mathjax_itself(tmp_path):
