@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from d2l_utils import export
+from d2l_utils._book import export
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,15 +69,52 @@ def test_check_detects_drift_and_orphans(book, capsys):
 
 
 def test_core_modules_cannot_be_overwritten(book):
+    (book / "d2l_utils" / "data.py").write_text('"""A hand-written core module."""\n')
     (book / "chapters" / "01_part" / "03_c.ipynb").write_text(
         notebook([("code", "#| export: data\nX = 1")]))
     with pytest.raises(ValueError, match="hand-written core module"):
         export.collect(book)
 
 
+def test_generated_modules_are_recognised_by_their_header(book):
+    export.main(["--root", str(book)])
+    (book / "d2l_utils" / "core.py").write_text('"""Hand-written."""\n')
+    assert export.is_generated(book / "d2l_utils" / "toy.py")
+    assert not export.is_generated(book / "d2l_utils" / "core.py")
+    assert export.hand_written_modules(book) == {"core"}
+
+
+def test_generated_modules_import_only_the_core_and_earlier_chapters():
+    """Layering: a chapter's module may use the core and modules of chapters before it,
+    never a later chapter's (the book is read in order) nor the website machinery."""
+    import ast
+    import re
+
+    package = ROOT / "d2l_utils"
+    core = export.hand_written_modules(ROOT)
+    first_chapter = {}
+    for path in package.glob("*.py"):
+        if export.is_generated(path):
+            first_chapter[path.stem] = re.search(r"^# source: (\S+)", path.read_text(),
+                                                 re.M).group(1)
+    assert first_chapter, "no generated modules found"
+    for module, chapter in first_chapter.items():
+        tree = ast.parse((package / f"{module}.py").read_text())
+        imported = {node.module.split(".")[1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.startswith("d2l_utils.")}
+        imported |= {alias.name.split(".")[1] for node in ast.walk(tree)
+                     if isinstance(node, ast.Import) for alias in node.names
+                     if alias.name.startswith("d2l_utils.")}
+        for name in imported:
+            assert name in core or (name in first_chapter and first_chapter[name] <= chapter), \
+                f"{module} (from {chapter}) imports d2l_utils.{name}, which is neither core " \
+                f"nor from an earlier chapter"
+
+
 def test_the_repository_is_in_sync():
     """The CI guard: every generated module equals what its chapters export."""
-    result = subprocess.run([sys.executable, "-m", "d2l_utils.export", "--check"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "d2l_utils._book.export", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

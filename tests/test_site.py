@@ -325,14 +325,14 @@ def test_chapter_figures_reach_their_pages():
     assert not missing, f"pages whose figures are missing: {missing}"
 
 
-# --- The build side, without a browser: what d2l_utils.sphinx_ext does for the site ---------
+# --- The build side, without a browser: what d2l_utils._book.sphinx_ext does for the site ---------
 
 def test_a_built_page_serves_mathjax_itself(tmp_path):
     """A Sphinx build with the book's extension points MathJax at the site's own copy and
     copies it there; no CDN address and no widget or thebe script appears."""
     source = tmp_path / "src"
     source.mkdir()
-    (source / "conf.py").write_text("extensions = ['d2l_utils.sphinx_ext']\n")
+    (source / "conf.py").write_text("extensions = ['d2l_utils._book.sphinx_ext']\n")
     (source / "index.rst").write_text("Maths\n=====\n\nInline :math:`x^2`.\n\n"
                                       ".. math:: e^{i\\pi}\n")
     result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "-n", "-q", "-b", "html",
@@ -356,17 +356,17 @@ def test_a_built_page_serves_mathjax_itself(tmp_path):
     ("``R = max_i ||x_i||`` and ``(N, H*W)``", "``R = max_i ||x_i||`` and ``(N, H*W)``"),
 ])
 def test_plain_text_docstrings_are_escaped_for_the_api_page(line, safe):
-    from d2l_utils.sphinx_api import plain_text_safe
+    from d2l_utils._book.sphinx_api import plain_text_safe
 
     assert plain_text_safe(line) == safe
 
 
 def test_api_page_lists_the_core_then_the_chapters_modules():
-    from d2l_utils.export import CORE_MODULES
-    from d2l_utils.sphinx_api import API_CORE_MODULES, api_modules
+    from d2l_utils._book.export import is_generated
+    from d2l_utils._book.sphinx_api import API_CORE_MODULES, api_modules
 
     modules = api_modules()
     assert modules[:len(API_CORE_MODULES)] == list(API_CORE_MODULES)
     package = ROOT / "d2l_utils"
-    generated = {p.stem for p in package.glob("*.py") if p.stem not in CORE_MODULES}
+    generated = {p.stem for p in package.glob("*.py") if is_generated(p)}
     assert set(modules[len(API_CORE_MODULES):]) == generated

@@ -25,7 +25,7 @@ See :term:`Perceptron`.
 def build(tmp_path, pages: dict[str, str]) -> subprocess.CompletedProcess:
     source = tmp_path / "src"
     source.mkdir()
-    (source / "conf.py").write_text("extensions = ['d2l_utils.sphinx_ext']\n")
+    (source / "conf.py").write_text("extensions = ['d2l_utils._book.sphinx_ext']\n")
     for name, text in pages.items():
         (source / f"{name}.rst").write_text(text, encoding="utf-8")
     return subprocess.run([sys.executable, "-m", "sphinx", "-W", "-n", "-q", "-b", "html",

@@ -159,6 +159,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("env-updated", _glossary_pages_outdated)
-    app.setup_extension("d2l_utils.sphinx_api")
-    app.setup_extension("d2l_utils.sphinx_site")
+    app.setup_extension("d2l_utils._book.sphinx_api")
+    app.setup_extension("d2l_utils._book.sphinx_site")
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

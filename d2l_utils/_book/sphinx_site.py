@@ -1,4 +1,4 @@
-"""A self-contained website, readable everywhere. Loaded by ``d2l_utils.sphinx_ext``.
+"""A self-contained website, readable everywhere. Loaded by ``d2l_utils._book.sphinx_ext``.
 
 MathJax is served from the built site (copied from the ``django-static-mathjax`` package, a
 plain copy of MathJax 3 that ``requirements.txt`` installs) instead of a CDN; myst-nb's

@@ -1,7 +1,7 @@
 """The API reference page: the ``d2l-api`` directive writes one section per module of
 ``d2l_utils`` (the hand-written core first, then the modules generated from the chapters, in
 book order), each documented from its docstrings by ``sphinx.ext.autodoc`` and napoleon.
-Loaded by ``d2l_utils.sphinx_ext``.
+Loaded by ``d2l_utils._book.sphinx_ext``.
 """
 
 from __future__ import annotations
@@ -17,21 +17,20 @@ from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.nodes import nested_parse_with_titles
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # d2l_utils/
 
 # The hand-written core, in the order a reader meets it (sphinx_ext is the build's business).
-API_CORE_MODULES = ("device", "runtime", "data", "datasets", "train", "plot", "interact",
-                    "export")
+API_CORE_MODULES = ("device", "runtime", "data", "datasets", "train", "plot", "interact")
 
 
 def api_modules() -> list[str]:
     """The modules of the API page: the core, then every generated module in book order
     (by the first chapter named in its header), so a new chapter's module appears by itself."""
-    from d2l_utils.export import CORE_MODULES
+    from d2l_utils._book.export import is_generated
 
     generated = []
     for path in PACKAGE_DIR.glob("*.py"):
-        if path.stem in CORE_MODULES:
+        if not is_generated(path):
             continue
         head = path.read_text(encoding="utf-8")[:2000]
         source = re.search(r"^# source: (\S+)", head, re.M)
