@@ -1,73 +1,107 @@
-"""How the test command runs the chapters: nbval executes every notebook, and this plugin
-times each one and prints the table at the end of the run.
+"""How the test command runs the chapters: each notebook is one test, executed once per run.
 
-A chapter's time is the sum over its cells (the kernel start is part of the first cell).
-A chapter over the budget (``D2L_NOTEBOOK_BUDGET_S``, default 120 s) fails the run: a
-slow chapter is a bug. The table is also written to ``_build/notebook-times.md``.
+A chapter passes when every cell executes without error (each claim is an ``assert`` in a
+cell) and within the time budget (``D2L_NOTEBOOK_BUDGET_S``, default 120 s on 2 cores).
+The execution is shared with the website build (``d2l_utils._book.execute``): when the
+build's jupyter-cache already holds a fresh execution of the notebook (same code, same
+``d2l_utils`` source, same device kind), the test reads that record instead of executing the
+chapter a second time; otherwise it executes the notebook and stores the result, which the
+build then renders. Either way the run ends with a table of every chapter's time, also
+written to ``_build/notebook-times.md``.
+
+``pytest --nbval-lax chapters/...`` still works for a cell-by-cell run of one notebook
+(nbval then collects the notebooks instead of this plugin).
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BUDGET_S = float(os.environ.get("D2L_NOTEBOOK_BUDGET_S", "120"))
-_seconds: dict[str, float] = defaultdict(float)
-_failed: set[str] = set()
+_runs: dict[str, dict] = {}
+_nbval_seconds: dict[str, float] = {}
 
 # Chapters read the book's data through the registry; point it at the shared mirror when
-# the caller has not chosen a folder (the kernels nbval starts inherit the environment).
+# the caller has not chosen a folder (the kernels inherit the environment).
 _shared = ROOT.parent / "shared" / "data"
 if "D2L_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["D2L_DATA_DIR"] = str(_shared)
 
 
-# Two notebooks at a time on a small machine: give each kernel its share of the cores
-# instead of letting every kernel start one thread per core.
-_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-if _workers > 1:
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+def _nbval_active(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "nbval", False) or getattr(config.option, "nbval_lax",
+                                                                    False))
 
 
-def _notebook_of(nodeid: str) -> str | None:
-    path = nodeid.split("::", 1)[0]
-    return path if path.endswith(".ipynb") else None
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if file_path.suffix == ".ipynb" and not _nbval_active(parent.config) \
+            and ".ipynb_checkpoints" not in file_path.parts:
+        return ChapterFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ChapterFile(pytest.File):
+    def collect(self):
+        yield ChapterItem.from_parent(self, name="executes")
+
+
+class ChapterFailure(Exception):
+    """A chapter failed to execute or ran over its budget."""
+
+
+class ChapterItem(pytest.Item):
+    def runtest(self) -> None:
+        from d2l_utils._book import execute
+
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        run = execute.cached_execution(self.path) or execute.execute(self.path, jobs=workers)
+        self.user_properties.append(("chapter_run", {
+            "notebook": run.notebook, "seconds": run.seconds, "cached": run.cached,
+            "cell_seconds": run.cell_seconds, "failed": run.error is not None}))
+        if run.error is not None:
+            raise ChapterFailure(run.error)
+        if run.seconds > execute.budget_s():
+            index, slowest = run.slowest_cell
+            raise ChapterFailure(f"{run.notebook} took {run.seconds:.1f} s, over the budget of "
+                                 f"{execute.budget_s():.0f} s (slowest: code cell {index}, "
+                                 f"{slowest:.1f} s). A slow chapter is a bug.")
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ChapterFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.path.relative_to(ROOT)}"
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    notebook = _notebook_of(report.nodeid)
-    if notebook is None:
-        return
-    _seconds[notebook] += report.duration
-    if report.failed:
-        _failed.add(notebook)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if any(seconds > BUDGET_S for seconds in _seconds.values()) and exitstatus == 0:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    for name, value in getattr(report, "user_properties", []):
+        if name == "chapter_run":
+            _runs[value["notebook"]] = value
+    path = report.nodeid.split("::", 1)[0]
+    if path.endswith(".ipynb") and report.nodeid.count("::") and "::Cell" in report.nodeid:
+        _nbval_seconds[path] = _nbval_seconds.get(path, 0.0) + report.duration  # nbval cells
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if not _seconds:
+    from d2l_utils._book.execute import Execution, budget_s, save_times, times_table
+
+    runs = [Execution(v["notebook"], v["seconds"], v["cell_seconds"],
+                      "failed" if v["failed"] else None, cached=v["cached"])
+            for _, v in sorted(_runs.items())]
+    runs += [Execution(notebook, seconds) for notebook, seconds in sorted(_nbval_seconds.items())]
+    if not runs:
         return
-    times = sorted(_seconds.values())
-    median = times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1:
-                                                                     len(times) // 2 + 1]) / 2
-    lines = ["| notebook | seconds | status |", "|---|---:|---|"]
-    for notebook, seconds in sorted(_seconds.items()):
-        status = "FAILED" if notebook in _failed else "ok"
-        if seconds > BUDGET_S:
-            status += f", OVER BUDGET ({BUDGET_S:.0f} s)"
-        lines.append(f"| {notebook} | {seconds:.1f} | {status} |")
-    lines.append(f"| total ({len(times)} notebooks, median {median:.1f} s) | {sum(times):.1f} | |")
+    executed = sum(not run.cached for run in runs)
     terminalreporter.section("notebook times")
-    for line in lines:
+    terminalreporter.write_line(
+        f"{executed} chapter(s) executed by this run, {len(runs) - executed} read from the "
+        f"website build's cache (each chapter executes once per run); budget {budget_s():.0f} s")
+    for line in times_table(runs).splitlines():
         terminalreporter.write_line(line)
-    out = ROOT / "_build" / "notebook-times.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if _runs:
+        save_times(runs, ROOT / "_build" / "notebook-times.json")

@@ -191,6 +191,10 @@ CHECK_MATH_AND_IMAGES = """() => ({
     widgets: document.querySelectorAll(
         'script[type^="application/vnd.jupyter.widget"], .jupyter-widgets, .widget-area').length,
     overflow: document.documentElement.scrollWidth - window.innerWidth,
+    code_overflow: [...document.querySelectorAll("main div.cell_input pre, main div.highlight pre")]
+        .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
+        .map(pre => pre.textContent.split("\n")
+            .reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 70)),
 })"""
 
 
@@ -215,6 +219,8 @@ def test_page_works_offline(browser, server, page):
     problems += [f"image without alt text: {src}" for src in state["no_alt"]]
     if state["widgets"]:
         problems.append(f"{state['widgets']} ipywidgets outputs: dead controls on a static page")
+    problems += [f"code scrolls sideways at {DESKTOP['width']} px (longest line: {line!r}...)"
+                 for line in state["code_overflow"]]
     problems += interactive_problems
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
 

@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
+from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
 from d2l_utils.runtime import BOOK_BUILD_ENV_VAR
+
+logger = logging.getLogger(__name__)
 
 
 class glossary_table(nodes.General, nodes.Element):
@@ -144,6 +148,28 @@ def _glossary_pages_outdated(app: Sphinx, env: BuildEnvironment) -> list[str]:
     return sorted(getattr(env, "d2l_glossary_pages", set()))
 
 
+def _execute_chapters(app: Sphinx) -> None:
+    """Before any page is read, execute the stale chapters into the jupyter-cache, several at
+    a time (``_book.execute``), so that MyST-NB only renders them. A failure is reported here
+    as a warning and MyST-NB's own execution of that notebook then fails the build."""
+    from d2l_utils._book import execute
+
+    if getattr(app.config, "nb_execution_mode", None) != "cache":
+        return
+    cache_path = Path(app.config.nb_execution_cache_path or execute.DEFAULT_CACHE)
+    notebooks = execute.chapter_notebooks(Path(app.srcdir))
+    executions = execute.execute_stale(notebooks, cache_path,
+                                       timeout=int(app.config.nb_execution_timeout or 300),
+                                       log=logger.info)
+    # (The tests enforce the time budget; on a reader's slower machine the build still passes.)
+    execute.save_times(executions, Path(app.outdir).parent / "notebook-times.json")
+    app.d2l_executions = executions
+    for run in executions:
+        if run.error is not None:
+            logger.warning(f"{run.notebook} failed to execute: {run.error}")
+    logger.info("notebook times:\n" + execute.times_table(executions))
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     os.environ[BOOK_BUILD_ENV_VAR] = "1"  # inherited by the kernels that execute notebooks
     # The book's models are small: one thread per kernel is as fast as two on an idle machine
@@ -159,6 +185,8 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("env-updated", _glossary_pages_outdated)
+    app.connect("builder-inited", _execute_chapters)
     app.setup_extension("d2l_utils._book.sphinx_api")
     app.setup_extension("d2l_utils._book.sphinx_site")
+    app.setup_extension("d2l_utils._book.sphinx_times")
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
