@@ -134,7 +134,7 @@ def test_parity_never_converges_and_product_feature_fixes_xor():
 def test_radius_and_margin_values():
     x = torch.tensor([[3.0, 4.0], [0.0, -1.0]], dtype=torch.float64)
     y = torch.tensor([1, -1])
-    assert radius(x).item() == 5.0
+    assert radius(x).item() == pytest.approx(5.0, rel=1e-12)
     w = torch.tensor([0.0, 2.0], dtype=torch.float64)
     assert margin(w, x, y).item() == pytest.approx(1.0)  # min(8, 2) / ||w||
 
