@@ -130,3 +130,44 @@ def test_a_leading_docstring_becomes_the_module_docstring(book):
     tree = ast.parse(module.read_text())
     assert ast.get_docstring(tree) == "Tools of chapter 0."
     assert module.read_text().count('"""') == 2  # no second, default docstring
+
+
+def test_a_class_continued_in_a_later_cell_is_exported_whole(tmp_path):
+    (tmp_path / "d2l_utils").mkdir()
+    part = tmp_path / "chapters" / "01_part"
+    part.mkdir(parents=True)
+    (part / "01_a.ipynb").write_text(notebook([
+        ("code", '#| export: shapes\nclass Square:\n    """A square."""\n\n'
+                 "    def __init__(self, side: float) -> None:\n        self.side = side\n"),
+        ("markdown", "Its area is the side squared."),
+        ("code", "#| export: shapes\nUNIT = Square(1.0)"),
+        ("code", "#| export: shapes\nclass Square(Square):  # continued: the area\n"
+                 "    # area = side ** 2\n    def area(self) -> float:\n"
+                 "        return self.side ** 2\n"),
+        ("code", "print(Square(2.0).area())"),
+    ]))
+    text = export.render("shapes", export.collect(tmp_path)["shapes"])
+    assert text.count("class Square") == 1 and "Square(Square)" not in text
+    assert "    # --- chapters/01_part/01_a.ipynb, cell 3 (Square, continued) ---" in text
+    assert "    # area = side ** 2\n    def area(self) -> float:" in text
+    # the class is whole before the cell that uses it
+    assert text.index("def area") < text.index("UNIT = Square(1.0)")
+    namespace: dict = {}
+    exec(compile(text, "shapes.py", "exec"), namespace)
+    assert namespace["Square"](3.0).area() == 9.0 and namespace["UNIT"].area() == 1.0
+    assert namespace["Square"].__doc__ == "A square."
+
+
+def test_a_continuation_needs_the_class_and_no_docstring(tmp_path):
+    (tmp_path / "d2l_utils").mkdir()
+    part = tmp_path / "chapters" / "01_part"
+    part.mkdir(parents=True)
+    (part / "01_a.ipynb").write_text(notebook([
+        ("code", "#| export: shapes\nclass Circle(Circle):\n    pass")]))
+    with pytest.raises(ValueError, match="continues a class Circle that no earlier"):
+        export.render("shapes", export.collect(tmp_path)["shapes"])
+    (part / "01_a.ipynb").write_text(notebook([
+        ("code", "#| export: shapes\nclass Circle:\n    pass"),
+        ("code", '#| export: shapes\nclass Circle(Circle):\n    """Again."""\n    r = 1')]))
+    with pytest.raises(ValueError, match="takes no docstring"):
+        export.render("shapes", export.collect(tmp_path)["shapes"])

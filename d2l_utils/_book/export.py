@@ -94,9 +94,78 @@ def render(module: str, cells: list[ExportedCell]) -> str:
     default = ("Code from " + ", ".join(Path(s).stem for s in sources)
                + ", exported from the chapter's marked cells.")
     lines += [docstring or f'"""{default}"""', "", FUTURE]
-    for cell, code in zip(cells, codes, strict=True):
-        lines += ["", f"# --- {cell.notebook}, cell {cell.index} ---", code.strip("\n"), ""]
+    for block in _join_continued_classes(cells, codes):
+        lines += ["", *block, ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def continued_class(code: str) -> str | None:
+    """``X`` when ``code`` is exactly one ``class X(X):`` statement (plus comments): the
+    notebook's way of adding methods to a class defined in an earlier cell. The notebook runs
+    it as a subclass that replaces the name; the exporter joins its body into ``X`` itself."""
+    try:
+        body = ast.parse(code).body
+    except SyntaxError:
+        return None
+    if len(body) != 1 or not isinstance(body[0], ast.ClassDef):
+        return None
+    node = body[0]
+    bases = [base.id for base in node.bases if isinstance(base, ast.Name)]
+    if bases != [node.name] or node.keywords or node.decorator_list:
+        return None
+    return node.name
+
+
+def _join_continued_classes(cells: list[ExportedCell], codes: list[str]) -> list[list[str]]:
+    """The module's blocks of lines, one per cell, with each continued class's body moved
+    into the class it continues (after a provenance comment), so the module holds the class
+    whole: no patching at import time."""
+    blocks: list[list[str]] = []
+    owner: dict[str, int] = {}  # class name -> the block that defines it
+    for cell, code in zip(cells, codes, strict=True):
+        provenance = f"# --- {cell.notebook}, cell {cell.index} ---"
+        name = continued_class(code)
+        if name is None:
+            blocks.append([provenance, *code.strip("\n").split("\n")])
+            for node in ast.parse(code).body:
+                if isinstance(node, ast.ClassDef):
+                    owner[node.name] = len(blocks) - 1
+            continue
+        if name not in owner:
+            raise ValueError(f"{cell.notebook} cell {cell.index}: 'class {name}({name})' "
+                             f"continues a class {name} that no earlier exported cell of "
+                             "this module defines")
+        node = ast.parse(code).body[0]
+        first = node.body[0]
+        if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+            raise ValueError(f"{cell.notebook} cell {cell.index}: a continued class takes no "
+                             "docstring (the class has one); use a comment")
+        source = code.split("\n")
+        comments = [line for line in source[:node.lineno - 1] if line.strip()]
+        body = source[node.body[0].lineno - 1 - _leading_comments(source, node):]
+        block = blocks[owner[name]]
+        end = _class_end(block, name)
+        addition = ["", f"    {provenance[:-4]} ({name}, continued) ---"]
+        addition += [f"    {line}" for line in comments] + [line.rstrip() for line in body]
+        block[end:end] = addition
+    return blocks
+
+
+def _leading_comments(source: list[str], node: ast.ClassDef) -> int:
+    """How many comment lines sit between the ``class`` line and the first statement."""
+    count, line = 0, node.body[0].lineno - 2
+    while line >= node.lineno and source[line].strip().startswith("#"):
+        count, line = count + 1, line - 1
+    return count
+
+
+def _class_end(block: list[str], name: str) -> int:
+    """The index in ``block`` just after the last line of ``class name``."""
+    tree = ast.parse("\n".join(block))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return node.end_lineno
+    raise ValueError(f"class {name} is not in its block")
 
 
 def _split_docstring(code: str) -> tuple[str | None, str]:
