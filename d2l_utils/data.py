@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,13 +168,16 @@ def verify(path: Path, entry: RemoteFile) -> str | None:
     actual = sha256_of(path)
     if actual == entry.sha256:
         return None
+    wrong_hash = f"its sha256 is {actual}, expected {entry.sha256}"
     if entry.content_sha256 is not None:
         try:
             if sha256_of(path, decompress=True) == entry.content_sha256:
                 return None
-        except (OSError, EOFError, gzip.BadGzipFile) as error:
-            return f"it is not a complete gzip file ({error}); it is probably truncated or corrupt"
-    return f"its sha256 is {actual}, expected {entry.sha256}"
+        except EOFError:
+            return f"{wrong_hash}; it is not a complete gzip file: it is probably truncated"
+        except (OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+            return f"{wrong_hash}; its gzip data is damaged ({error})"
+    return wrong_hash
 
 
 def fetch(path: str, *, download: bool = True, registry: dict[str, RemoteFile] | None = None
@@ -194,20 +198,21 @@ def fetch(path: str, *, download: bool = True, registry: dict[str, RemoteFile] |
     if path not in registry:
         raise KeyError(f"{path!r} is not in the data registry; known files: {sorted(registry)}")
     entry = registry[path]
-    problems = []
+    problems = []  # (a rejected copy, what is wrong with it)
     for folder in search_dirs():
         candidate = folder / entry.path
         if candidate.is_file():
             problem = verify(candidate, entry)
             if problem is None:
                 return candidate
-            problems.append(f"{candidate}: {problem}")
+            problems.append((candidate, problem))
     if not download:
-        raise DataError(_missing_message(entry, problems, "downloading was turned off"))
+        raise DataError(_missing_message(entry, problems, "downloading is turned off "
+                                         "(download=False)"))
     return _download(entry, problems)
 
 
-def _download(entry: RemoteFile, problems: list[str]) -> Path:
+def _download(entry: RemoteFile, problems: list[tuple[Path, str]]) -> Path:
     target = cache_dir() / entry.path
     target.parent.mkdir(parents=True, exist_ok=True)
     failures = []
@@ -230,15 +235,23 @@ def _download(entry: RemoteFile, problems: list[str]) -> Path:
                                      + "\n    ".join(failures)))
 
 
-def _missing_message(entry: RemoteFile, problems: list[str], why: str) -> str:
-    lines = [f"Could not get a verified copy of {entry.path!r} ({why})."]
+def _missing_message(entry: RemoteFile, problems: list[tuple[Path, str]], why: str) -> str:
+    """The error for a file with no good copy: the cause first (a corrupt copy, or no copy),
+    then why it could not be replaced, where we looked, and the fix."""
     if problems:
-        lines.append("Copies found but rejected (delete them, or replace them with good ones):")
-        lines += [f"  - {p}" for p in problems]
+        lines = [f"{entry.path}: the copy at {path} is corrupt ({problem})."
+                 for path, problem in problems]
+        lines.append(f"No folder holds a good copy, and {why}.")
+    else:
+        lines = [f"{entry.path}: no copy was found, and {why}."]
     folders = ", ".join(str(d) for d in search_dirs())
+    lines.append(f"Searched: {folders}.")
+    if problems:
+        lines.append("Fix: delete the corrupt copy (or copies) above, then")
+        lines.append(f"  download {entry.urls[0]} (sha256 {entry.sha256})")
+    else:
+        lines.append(f"Fix: download {entry.urls[0]} (sha256 {entry.sha256})")
     lines += [
-        f"Searched: {folders}.",
-        f"Fix: download {entry.urls[0]} (sha256 {entry.sha256})",
         f"  and put it at <folder>/{entry.path}, where <folder> is one of the folders above,",
         f"  or point {DATA_DIR_ENV_VAR} at a mirror folder that holds it,",
         "  or run again with network access so it is downloaded into the cache.",

@@ -14,7 +14,7 @@ import html
 import io
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -46,11 +46,17 @@ def interactive(draw: Callable[..., None], *, figsize: tuple[float, float] = (6.
         it the last expression of a cell.
 
     Raises:
+        TypeError: a control is given one value instead of a list of values.
         ValueError: no controls, an empty control, a default not among its values, or
             more than ``MAX_FRAMES`` combinations in static mode.
     """
     if not controls:
         raise ValueError("interactive() needs at least one control, e.g. lr=[0.01, 0.1, 1.0]")
+    for name, options in controls.items():
+        if isinstance(options, str | bytes) or not isinstance(options, Iterable):
+            raise TypeError(f"control {name}={options!r}: each control takes a list of the values "
+                            f"it offers, e.g. {name}=[0.01, 0.1, 1.0] (for a fixed value, pass a "
+                            f"one-element list, {name}=[{options!r}])")
     values = {name: list(options) for name, options in controls.items()}
     for name, options in values.items():
         if not options:

@@ -17,18 +17,21 @@ import torch
 
 
 def _check_range(name: str, value: float, low: float, high: float = math.inf,
-                 high_open: bool = False) -> float:
-    """Return ``float(value)`` after checking ``low <= value <= high`` (``< high`` if open)."""
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``float(value)`` after checking it is finite and in ``[low, high]``; an end
+    marked open is excluded. NaN and infinities are always rejected."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    too_low = value <= low if low_open else value < low
     too_high = value >= high if high_open else value > high
-    if not value >= low or too_high:
-        bracket = ")" if high_open else "]"
-        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}")
+    if not math.isfinite(value) or too_low or too_high:
+        left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+        raise ValueError(f"{name} must be a finite number in {left}{low}, {high}{right}, "
+                         f"got {value}")
     return float(value)
 
 
-class Optimiser:
+class Optimizer:
     """Base class: a list of parameters, a learning rate and one state dict per parameter.
 
     Subclasses implement ``update(param, grad, state)``, the rule for one tensor.
@@ -36,7 +39,7 @@ class Optimiser:
     Args:
         params: an iterable of tensors (e.g. ``model.parameters()``), each with
             ``requires_grad=True``; any shapes.
-        lr: the learning rate, at least 0.
+        lr: the learning rate, a finite number > 0.
     """
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float) -> None:
@@ -46,7 +49,7 @@ class Optimiser:
         for p in self.params:
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"parameters must be tensors, got {type(p).__name__}")
-        self.lr = _check_range("lr", lr, 0.0)
+        self.lr = _check_range("lr", lr, 0.0, low_open=True)
         self.state: list[dict[str, torch.Tensor | int]] = [{} for _ in self.params]
 
     def zero_grad(self) -> None:
@@ -66,7 +69,7 @@ class Optimiser:
 
 
 # --- chapters/03_training/11_optimisers.ipynb, cell 5 ---
-class SGD(Optimiser):
+class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 decay.
 
     Matches ``torch.optim.SGD``: ``g <- g + weight_decay * p``; the velocity starts at the
@@ -99,7 +102,7 @@ class SGD(Optimiser):
 
 
 # --- chapters/03_training/11_optimisers.ipynb, cell 7 ---
-class RMSProp(Optimiser):
+class RMSProp(Optimizer):
     """RMSProp as in ``torch.optim.RMSprop`` (not centred).
 
     ``v <- alpha * v + (1 - alpha) * g**2``; the step is ``g / (sqrt(v) + eps)``, taken
@@ -126,7 +129,7 @@ class RMSProp(Optimiser):
         param -= self.lr * step
 
 
-class Adam(Optimiser):
+class Adam(Optimizer):
     """Adam as in ``torch.optim.Adam``: bias-corrected moments, ``eps`` outside the root.
 
     With ``decoupled=True`` (what ``AdamW`` sets) weight decay shrinks the parameters

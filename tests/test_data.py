@@ -78,10 +78,52 @@ def test_corrupt_file_gives_one_clear_error(isolated_data):
     assert "Fix:" in message
 
 
+def test_corrupt_copy_error_leads_with_the_corruption_not_the_download(isolated_data):
+    """The first line names the file, the bad copy and its checksums; the failed download and
+    the fix come after."""
+    entry, packed = make_entry(isolated_data, b"0123456789" * 50)
+    corrupt = bytearray(packed)
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    path = put(isolated_data / "mirror", entry, bytes(corrupt))
+    with pytest.raises(DataError) as error:
+        fetch(entry.path, registry={entry.path: entry})
+    first, *rest = str(error.value).splitlines()
+    assert first.startswith(f"{entry.path}: the copy at {path} is corrupt (its sha256 is ")
+    assert f"expected {entry.sha256}" in first
+    assert "download" not in first
+    rest = "\n".join(rest)
+    assert "the download failed" in rest and UNREACHABLE in rest
+    assert "Fix: delete the corrupt copy" in rest
+    with pytest.raises(DataError, match=rf"^{re.escape(entry.path)}: the copy at .* is corrupt"):
+        fetch(entry.path, registry={entry.path: entry}, download=False)
+
+
+def test_any_flipped_byte_in_a_gzip_copy_is_a_data_error(isolated_data):
+    """Damage anywhere (header, deflate stream, trailer) is reported as a DataError, never as
+    a raw zlib error; only bytes that do not change the content (the gzip header's time stamp
+    and OS byte) may be damaged and still accepted."""
+    content = bytes(range(256)) * 8
+    entry, packed = make_entry(isolated_data, content)
+    registry = {entry.path: entry}
+    rejected = 0
+    for index in range(len(packed)):
+        corrupt = bytearray(packed)
+        corrupt[index] ^= 0x55
+        path = put(isolated_data / "mirror", entry, bytes(corrupt))
+        try:
+            fetch(entry.path, registry=registry, download=False)
+        except DataError as error:
+            assert str(error).startswith(f"{entry.path}: the copy at {path} is corrupt")
+            rejected += 1
+        else:
+            assert 4 <= index <= 9 and gzip.decompress(path.read_bytes()) == content
+    assert rejected >= len(packed) - 6
+
+
 def test_truncated_file_is_reported_as_truncated(isolated_data):
     entry, packed = make_entry(isolated_data, bytes(range(256)) * 40)
-    put(isolated_data / "mirror", entry, packed[: len(packed) // 2])
-    with pytest.raises(DataError, match="truncated"):
+    path = put(isolated_data / "mirror", entry, packed[: len(packed) // 2])
+    with pytest.raises(DataError, match=rf"^.*{re.escape(str(path))} is corrupt .*truncated"):
         fetch(entry.path, registry={entry.path: entry})
 
 
@@ -92,6 +134,7 @@ def test_missing_file_without_network_names_file_url_and_fix(isolated_data):
     message = str(error.value)
     assert entry.path in message and UNREACHABLE in message
     assert "download failed" in message and "Fix:" in message
+    assert message.startswith(f"{entry.path}: no copy was found, and the download failed")
     assert not list((isolated_data / "cache").rglob("*.part"))  # nothing half-written is left
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import inspect
 import time
 
 import numpy as np
@@ -78,10 +79,63 @@ def test_subset_is_deterministic_and_flatten_standardise(mirror):
     ({"name": "mnist", "split": "valid"}, "split must be"),
     ({"name": "mnist", "normalize": "minmax"}, "normalize must be"),
     ({"name": "mnist", "n": 0}, "n must be between"),
+    ({"name": "mnist", "split": "test", "n": 10_001}, "n must be between 1 and 10000"),
 ])
 def test_load_images_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_images(**kwargs)
+
+
+@pytest.mark.parametrize("n", [True, 2.5, "100", 100.0])
+def test_n_must_be_an_int(n):
+    with pytest.raises(TypeError, match=r"n must be a whole number of images \(an int\)"):
+        load_mnist("test", n=n)
+
+
+def test_n_accepts_numpy_integers(mirror):
+    assert len(load_mnist("test", n=np.int64(7))) == 7
+
+
+@pytest.mark.parametrize("loader", [load_mnist, load_fashion_mnist])
+def test_loaders_spell_out_their_arguments(loader):
+    """help() and tab completion show the options, with load_images's defaults."""
+    ours = inspect.signature(loader).parameters
+    reference = inspect.signature(load_images).parameters
+    assert list(ours) == ["split", "n", "normalize", "flatten", "seed"]
+    for name in ours:
+        assert ours[name].default == reference[name].default
+        assert ours[name].kind == reference[name].kind
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        loader("test", flaten=True)
+
+
+def test_damaged_cache_entry_is_detected_and_rebuilt(mirror, tmp_path, monkeypatch):
+    """A byte flipped inside the cached array's data is caught by its checksum: the loader
+    decodes the source again, returns the right pixels and rewrites the cache entry."""
+    monkeypatch.setenv("D2L_CACHE_DIR", str(tmp_path))
+    good = load_mnist("test", normalize=None)
+    (cached,) = (tmp_path / "decoded").glob("t10k-images-idx3-ubyte.gz.*.npy")
+    original = cached.read_bytes()
+    damaged = bytearray(original)
+    header = len(original) - good.images.numel()  # the .npy header precedes the uint8 pixels
+    index = header + 7 * 784 + 14 * 28 + 14  # a pixel in the middle of the 8th image
+    damaged[index] ^= 0xFF
+    cached.write_bytes(bytes(damaged))
+    again = load_mnist("test", normalize=None)
+    assert torch.equal(again.images, good.images)
+    assert cached.read_bytes() == original  # rewritten, under the same name
+    assert [p.name for p in (tmp_path / "decoded").iterdir()].count(cached.name) == 1
+
+
+def test_truncated_or_garbage_cache_entry_is_rebuilt(mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("D2L_CACHE_DIR", str(tmp_path))
+    good = load_mnist("test", normalize=None)
+    (cached,) = (tmp_path / "decoded").glob("t10k-labels-idx1-ubyte.gz.*.npy")
+    original = cached.read_bytes()
+    for damaged in (original[: len(original) // 2], b"not an array at all"):
+        cached.write_bytes(damaged)
+        assert torch.equal(load_mnist("test", normalize=None).labels, good.labels)
+        assert cached.read_bytes() == original
 
 
 def test_array_loader_covers_every_row_once_per_epoch():

@@ -67,3 +67,9 @@ def test_mode_follows_the_build_flag(monkeypatch):
 def test_bad_controls(kwargs, match):
     with pytest.raises(ValueError, match=match):
         interactive(draw, **kwargs)
+
+
+@pytest.mark.parametrize("value", [0.1, 3, "line", None])
+def test_a_single_value_instead_of_a_list_says_how_to_write_it(value):
+    with pytest.raises(TypeError, match=r"takes a list of the values it offers, e\.g\. slope=\["):
+        interactive(draw, slope=value)

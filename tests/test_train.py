@@ -85,3 +85,194 @@ def test_bad_input():
         fit(nn.Linear(2, 2), [], epochs=1, device="cpu", progress=False)
     with pytest.raises(ValueError, match=r"logits \(B, C\)"):
         accuracy(torch.zeros(3), torch.zeros(3, dtype=torch.long))
+
+
+# ----- clear errors, from the first batch only -----
+
+def images_and_labels(n=32, classes=10, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=generator)
+    y = torch.arange(n) % classes
+    return x, y
+
+
+def mlp(outputs=10):
+    return nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, outputs))
+
+
+QUIET = dict(epochs=1, device="cpu", progress=False)
+
+
+def test_images_into_a_linear_layer_say_to_flatten():
+    x, y = images_and_labels()
+    with pytest.raises(ValueError, match=r"\(B, 784\) but got \(8, 1, 28, 28\).*"
+                                         r"load_mnist\(flatten=True\).*nn\.Flatten\(\)") as error:
+        fit(mlp(), ArrayLoader(x, y, batch_size=8), **QUIET)
+    assert isinstance(error.value.__cause__, RuntimeError)  # PyTorch's own error is chained
+    with pytest.raises(ValueError, match=r"layer '0' \(Linear\(in_features=784"):
+        evaluate(mlp(), ArrayLoader(x, y, batch_size=8))
+
+
+def test_a_hidden_layer_of_the_wrong_size_is_named():
+    x, y = images_and_labels()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Linear(15, 10))
+    with pytest.raises(ValueError, match=r"layer '2' .* takes inputs of shape \(B, 15\) but got "
+                                         r"\(8, 16\) \(from a batch of inputs of shape"):
+        fit(model, ArrayLoader(x, y, batch_size=8), **QUIET)
+
+
+def test_flattened_images_into_a_conv_layer_and_wrong_dtypes():
+    x, y = images_and_labels()
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\) but got \(8, 784\).*without flatten"):
+        fit(conv, ArrayLoader(x.flatten(1), y, batch_size=8), **QUIET)
+    with pytest.raises(ValueError, match=r"torch.float32 but its inputs are torch.float64.*"
+                                         r"x\.to\(torch\.float32\)"):
+        fit(mlp(), ArrayLoader(x.flatten(1).double(), y, batch_size=8), **QUIET)
+
+
+def test_errors_from_the_model_itself_are_not_rewritten():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, x):
+            raise RuntimeError("a bug in the model's own code")
+
+    with pytest.raises(RuntimeError, match="a bug in the model's own code"):
+        fit(Broken(), ArrayLoader(*toy_data(n=8), batch_size=4), **QUIET)
+
+
+def test_inputs_and_labels_of_different_lengths():
+    x, y = toy_data(n=8)
+    with pytest.raises(ValueError, match="the first batch has 8 inputs but 5 labels"):
+        fit(nn.Linear(2, 2), [(x, y[:5])], **QUIET)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32])
+def test_class_labels_must_be_int64_for_cross_entropy(dtype):
+    x, y = toy_data(n=8)
+    with pytest.raises(TypeError, match=rf"int64 tensor.*{dtype}.*y\.long\(\).*own loss_fn"):
+        fit(nn.Linear(2, 2), ArrayLoader(x, y.to(dtype), batch_size=4), **QUIET)
+    with pytest.raises(TypeError, match=r"y\.long\(\)"):
+        evaluate(nn.Linear(2, 2), ArrayLoader(x, y.to(dtype), batch_size=4),
+                 loss_fn=nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize("shift, match", [(0, "label 5 is out of range: the model has 5 outputs"),
+                                           (-1, "label -1 is out of range")])
+def test_labels_outside_the_models_outputs(shift, match):
+    x, y = images_and_labels()
+    with pytest.raises(ValueError, match=match + r".*labels 0\.\.[49]"):
+        fit(mlp(outputs=5 if shift == 0 else 10), ArrayLoader(x.flatten(1), y + shift,
+                                                                 batch_size=32), **QUIET)
+
+
+def test_labels_equal_to_ignore_index_and_soft_targets_are_accepted():
+    x, y = images_and_labels()
+    y[::3] = -100  # cross_entropy's ignore_index: skipped, not out of range
+    fit(mlp(), ArrayLoader(x.flatten(1), y, batch_size=8), metrics={}, **QUIET)
+    soft = nn.functional.one_hot(images_and_labels()[1], 10).float()
+    fit(mlp(), ArrayLoader(x.flatten(1), soft, batch_size=8), metrics={}, **QUIET)
+    with pytest.raises(ValueError, match=r"one-hot labels pass y\.argmax\(1\)"):
+        fit(mlp(), ArrayLoader(x.flatten(1), soft.long(), batch_size=8), **QUIET)
+
+
+def test_default_accuracy_says_how_to_turn_it_off():
+    x, y = images_and_labels()
+    soft = nn.functional.one_hot(y, 10).float()
+    with pytest.raises(ValueError, match=r"soft or regression targets, turn it off with "
+                                         r"metrics=\{\}"):
+        fit(mlp(), ArrayLoader(x.flatten(1), soft, batch_size=8), **QUIET)
+    regression = ArrayLoader(torch.rand(8, 3), torch.rand(8, 1), batch_size=4)
+    with pytest.raises(ValueError, match=r"metrics=\{\}"):
+        fit(nn.Linear(3, 1), regression, loss_fn=nn.functional.mse_loss, **QUIET)
+    with pytest.raises(ValueError, match=r"integer class labels"):  # (B, 1) outputs, (B,) floats
+        accuracy(torch.zeros(4, 1), torch.zeros(4))
+
+
+def test_a_device_that_is_not_there(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    x, y = toy_data(n=8)
+    with pytest.raises(ValueError, match=r"fit\(device='cuda'\): .*not available here"):
+        fit(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=4), epochs=1, device="cuda")
+    with pytest.raises(ValueError, match=r"evaluate\(device='cuda'\): .*not available here"):
+        evaluate(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=4), device="cuda")
+
+
+def test_evaluate_on_a_device_other_than_the_models():
+    x, y = toy_data(n=8)
+    elsewhere = nn.Linear(2, 2).to("meta")  # the one other device every machine has
+    with pytest.raises(ValueError, match=r"model's parameters are on meta: move the model"):
+        evaluate(elsewhere, ArrayLoader(x, y, batch_size=4), device="cpu")
+
+
+def test_checks_run_on_the_first_batch_of_a_run_only(monkeypatch):
+    import d2l_utils.train as train
+
+    calls = []
+    checked = train._checked_forward
+    monkeypatch.setattr(train, "_checked_forward", lambda *a: calls.append(1) or checked(*a))
+    x, y = toy_data()
+    fit(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=16), epochs=3, device="cpu",
+        val_batches=ArrayLoader(x, y, batch_size=16), progress=False)
+    assert len(calls) == 2  # the first training batch, and the first validation batch
+
+
+# ----- running totals: precise over long epochs, and no float64 on the device -----
+
+def test_a_long_epoch_averages_as_precisely_as_float64():
+    """50,000 batches: the recorded average matches the float64 mean of the per-batch losses
+    to 1e-7 (it is off by about 6e-9), where a float32 running total is off by 2e-6."""
+    generator = torch.Generator().manual_seed(0)
+    losses = torch.rand(50_000, generator=generator) + 0.5  # float32, one "loss" per batch
+    batches = [(value.reshape(1), value.reshape(1)) for value in losses]
+    result = evaluate(nn.Identity(), batches, loss_fn=lambda out, y: out.mean(), metrics={})
+    exact = losses.double().mean().item()
+    assert result["loss"] == pytest.approx(exact, rel=1e-7)
+    naive = torch.zeros(())
+    for value in losses:  # what a float32 running total on the device would give
+        naive += value
+    assert abs(naive.item() / len(losses) - exact) > 1e-6 * exact  # the test tells them apart
+
+
+def test_metrics_may_return_tensors_of_any_dtype_or_python_numbers():
+    x = torch.linspace(-1, 1, 600).unsqueeze(1)
+    y = 3 * x + 1
+    model = nn.Linear(1, 1)
+    metrics = {"sq_tensor": lambda out, y: ((out - y) ** 2).sum(),
+               "sq_half": lambda out, y: ((out - y) ** 2).sum().half(),
+               "sq_number": lambda out, y: ((out - y) ** 2).sum().item(),
+               "count": lambda out, y: torch.tensor(len(y))}
+    result = evaluate(model, ArrayLoader(x, y, batch_size=2), loss_fn=nn.functional.mse_loss,
+                      metrics=metrics)  # 300 batches: more than one block of partial sums
+    assert result["sq_tensor"] == pytest.approx(result["loss"], rel=1e-6)
+    assert result["sq_number"] == pytest.approx(result["loss"], rel=1e-6)
+    assert result["sq_half"] == pytest.approx(result["loss"], rel=1e-2)
+    assert result["count"] == 1.0
+
+
+def test_no_float64_tensor_is_ever_created():
+    """Apple's MPS has no float64: with float32 data and model, fit and evaluate must not
+    create a single float64 tensor (checked on every torch call, whatever the device)."""
+    from torch.overrides import TorchFunctionMode
+
+    float64 = []
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            for value in result if isinstance(result, tuple | list) else (result,):
+                if isinstance(value, torch.Tensor) and value.dtype == torch.float64:
+                    float64.append(func)
+            return result
+
+    x, y = toy_data()
+    model = nn.Linear(2, 2)
+    with Watch():
+        history = fit(model, ArrayLoader(x, y, batch_size=16), epochs=2, device="cpu",
+                      val_batches=ArrayLoader(x, y, batch_size=16), progress=False)
+        evaluate(model, ArrayLoader(x, y, batch_size=16))
+    assert history.last["train_accuracy"] > 0.5
+    assert not float64, f"float64 tensors created by {sorted(set(map(str, float64)))}"
