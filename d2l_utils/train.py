@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from d2l_utils.runtime import in_book_build
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossOf = Callable[[nn.Module, Any], torch.Tensor]  # (model, batch) -> the batch's mean loss
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -73,13 +75,14 @@ class History:
 
 def evaluate(model: nn.Module, batches: Iterable, loss_fn: LossFn = nn.functional.cross_entropy,
              metrics: Mapping[str, Metric] | None = None,
-             device: torch.device | str | None = None) -> dict[str, float]:
+             device: torch.device | str | None = None, loss_of: LossOf | None = None
+             ) -> dict[str, float]:
     """Average loss and metrics of ``model`` over ``batches`` of ``(x, y)``, without gradients.
 
     Args:
         model: the network; it stays where it is.
         batches: an iterable of ``(x, y)`` batches; they are moved to ``device``.
-        loss_fn, metrics: as in ``fit``.
+        loss_fn, metrics, loss_of: as in ``fit``.
         device: where to compute; defaults to the model's device, and must be that device
             when given (``evaluate`` does not move the model).
 
@@ -91,7 +94,9 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn: LossFn = nn.functiona
             batch does not fit the model or the loss (see ``fit``).
         TypeError: the first batch's labels have the wrong dtype for the loss.
     """
-    metrics = {"accuracy": accuracy} if metrics is None else metrics
+    if loss_of is not None and metrics:
+        raise ValueError("evaluate(loss_of=...) records only the loss: leave metrics unset or {}")
+    metrics = {} if loss_of is not None else {"accuracy": accuracy} if metrics is None else metrics
     model_device = _model_device(model)
     if device is None:
         device = model_device
@@ -102,29 +107,36 @@ def evaluate(model: nn.Module, batches: Iterable, loss_fn: LossFn = nn.functiona
                 f"evaluate(device={str(device)!r}) but the model's parameters are on "
                 f"{model_device}: move the model with model.to({str(device)!r}) first, or leave "
                 "device unset to compute on the model's device")
-    return _evaluate(model, batches, loss_fn, metrics, device, check=True)
+    return _evaluate(model, batches, loss_fn, metrics, device, check=True, loss_of=loss_of)
 
 
 def _evaluate(model: nn.Module, batches: Iterable, loss_fn: LossFn,
-              metrics: Mapping[str, Metric], device: torch.device, check: bool
-              ) -> dict[str, float]:
+              metrics: Mapping[str, Metric], device: torch.device, check: bool,
+              loss_of: LossOf | None = None) -> dict[str, float]:
     """``evaluate`` without its argument checks; ``check`` checks the first batch."""
     was_training = model.training
     model.eval()
     totals = _Totals(metrics)
     try:
         with torch.no_grad():
-            for x, y in batches:
-                x, y = to_device(x, device), to_device(y, device)
-                if check:
-                    output = _checked_forward(model, x, y, loss_fn)
-                    check = False
-                else:
-                    output = model(x)
-                totals.add(loss_fn(output, y), output, y)
+            for batch in batches:
+                loss, output, y = _batch_loss(model, to_device(batch, device), loss_fn,
+                                              loss_of, check)
+                check = False
+                totals.add(loss, output, y)
     finally:
         model.train(was_training)
     return totals.averages()
+
+
+def _batch_loss(model: nn.Module, batch: Any, loss_fn: LossFn, loss_of: LossOf | None,
+                check: bool) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+    """(mean loss, detached output or None, labels or the batch) of one batch on the device."""
+    if loss_of is not None:
+        return loss_of(model, batch), None, batch
+    x, y = batch
+    output = _checked_forward(model, x, y, loss_fn) if check else model(x)
+    return loss_fn(output, y), output.detach(), y
 
 
 def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
@@ -133,7 +145,7 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
         metrics: Mapping[str, Metric] | None = None, val_batches: Iterable | None = None,
         device: torch.device | str | None = None, progress: bool | None = None,
         live_plot: bool = False, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        ) -> History:
+        loss_of: LossOf | None = None) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_batches`` and return its ``History``.
 
     Args:
@@ -150,19 +162,26 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
         progress: show a progress bar; ``None`` means yes, except during the website build.
         live_plot: redraw a loss plot after each epoch (never during the website build).
         scheduler: stepped once per epoch.
+        loss_of: for training that is not ``loss_fn(model(x), y)`` on ``(x, y)`` batches (an
+            autoencoder's reconstruction, a VAE's bound, a language model's shifted targets):
+            ``loss_of(model, batch)`` returns the batch's mean loss, ``batch`` being whatever
+            ``train_batches`` yields, moved to ``device``. Only the loss is recorded then
+            (``metrics`` must be left unset or ``{}``); ``val_batches`` use it too.
 
     Raises:
-        ValueError: ``epochs`` is not a positive int; ``device`` is not available here; the
-            data is empty; or the first batch does not fit: inputs the model's first layer
-            cannot take, inputs and labels of different lengths, labels outside
-            ``0..C-1`` for a model with ``C`` outputs.
+        ValueError: ``epochs`` is not a positive int; metrics given with ``loss_of``;
+            ``device`` is not available here; the data is empty; or the first batch does not
+            fit: inputs the model's first layer cannot take, inputs and labels of different
+            lengths, labels outside ``0..C-1`` for a model with ``C`` outputs.
         TypeError: class labels that are not int64 with the cross-entropy loss.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     device = _resolve_device(device, "fit")
     model.to(device)
-    metrics = {"accuracy": accuracy} if metrics is None else metrics
+    if loss_of is not None and metrics:
+        raise ValueError("fit(loss_of=...) records only the loss: leave metrics unset or {}")
+    metrics = {} if loss_of is not None else {"accuracy": accuracy} if metrics is None else metrics
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
     show = (not in_book_build()) if progress is None else progress
     plot = _LivePlot() if live_plot and not in_book_build() else None
@@ -173,24 +192,21 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
         start = time.perf_counter()
         model.train()
         totals = _Totals(metrics)
-        for x, y in train_batches:
-            x, y = to_device(x, device), to_device(y, device)
-            if check:
-                output = _checked_forward(model, x, y, loss_fn)
-                check = False
-            else:
-                output = model(x)
-            loss = loss_fn(output, y)
+        for batch in train_batches:
+            loss, output, y = _batch_loss(model, to_device(batch, device), loss_fn, loss_of,
+                                          check)
+            check = False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            totals.add(loss.detach(), output.detach(), y)
+            totals.add(loss.detach(), output, y)
         if scheduler is not None:
             scheduler.step()
         record = {"epoch": float(epoch + 1)}
         record.update({f"train_{k}": v for k, v in totals.averages().items()})
         if val_batches is not None:
-            averages = _evaluate(model, val_batches, loss_fn, metrics, device, check=epoch == 0)
+            averages = _evaluate(model, val_batches, loss_fn, metrics, device,
+                                 check=epoch == 0, loss_of=loss_of)
             record.update({f"val_{k}": v for k, v in averages.items()})
         record["seconds"] = time.perf_counter() - start
         history.append(record)
@@ -224,8 +240,10 @@ class _Totals:
         self.partial: list[list[torch.Tensor]] = [[] for _ in range(1 + len(metrics))]
         self.count = 0
 
-    def add(self, mean_loss: torch.Tensor, output: torch.Tensor, y: torch.Tensor) -> None:
-        n = len(y)
+    def add(self, mean_loss: torch.Tensor, output: torch.Tensor | None, y: Any) -> None:
+        """One batch: its mean loss, and the output and labels its metrics need (``y`` may be
+        a whole batch, a tuple of tensors, when there are no metrics)."""
+        n = len(y[0]) if isinstance(y, tuple | list) else len(y)
         self.pending[0].append(mean_loss * n)
         for pending, metric in zip(self.pending[1:], self.metrics.values(), strict=True):
             pending.append(metric(output, y))

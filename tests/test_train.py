@@ -276,3 +276,33 @@ def test_no_float64_tensor_is_ever_created():
         evaluate(model, ArrayLoader(x, y, batch_size=16))
     assert history.last["train_accuracy"] > 0.5
     assert not float64, f"float64 tensors created by {sorted(set(map(str, float64)))}"
+
+
+def test_loss_of_trains_what_is_not_a_classifier():
+    """An autoencoder: batches of inputs alone, the loss is the reconstruction error."""
+    from d2l_utils import ArrayLoader, evaluate, fit
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 8) @ torch.randn(8, 8)
+    model = nn.Sequential(nn.Linear(8, 3), nn.Linear(3, 8))
+
+    def reconstruction(model, batch):
+        (inputs,) = batch
+        return nn.functional.mse_loss(model(inputs), inputs)
+
+    before = evaluate(model, ArrayLoader(x, batch_size=64), loss_of=reconstruction)["loss"]
+    history = fit(model, ArrayLoader(x, batch_size=64, shuffle=True), epochs=20, device="cpu",
+                  optimizer=torch.optim.Adam(model.parameters(), lr=0.01), progress=False,
+                  loss_of=reconstruction, val_batches=ArrayLoader(x, batch_size=64))
+    assert set(history.last) == {"epoch", "train_loss", "val_loss", "seconds"}
+    assert history.last["val_loss"] < 0.5 * before
+    manual = reconstruction(model, (x,)).item()
+    assert history.last["val_loss"] == pytest.approx(manual, rel=1e-5)
+
+
+def test_loss_of_records_only_the_loss():
+    from d2l_utils import ArrayLoader, fit
+
+    with pytest.raises(ValueError, match="records only the loss"):
+        fit(nn.Linear(2, 2), ArrayLoader(torch.zeros(4, 2), batch_size=2), epochs=1,
+            loss_of=lambda model, batch: model(batch[0]).sum(), metrics={"a": None})
