@@ -1,6 +1,10 @@
 """Generate ``d2l_utils`` modules from the chapters' marked code cells, or check they agree.
 
 A code cell whose first line is ``#| export: <module>`` belongs to ``d2l_utils/<module>.py``.
+Other ``#|`` lines (such as ``#| long: <why this cell is long>``) are directives for the
+book's checks and are not exported. A class may grow over several cells: a later cell
+``class Name(Name):`` runs in the notebook as a subclass that takes the name, and is joined
+into the class itself in the module.
 The reader sees the code in the chapter; the package runs the same lines. All marked cells
 of a module are written in book order (by notebook path, then cell order) under a header
 that names their source; each cell keeps a comment giving its notebook and cell number.
@@ -79,7 +83,8 @@ def collect(root: Path) -> dict[str, list[ExportedCell]]:
             if module in core or module.startswith("_"):
                 raise ValueError(f"{relative} cell {index}: {module!r} is a hand-written core "
                                  "module and cannot be exported to")
-            modules.setdefault(module, []).append(ExportedCell(relative, index, rest.strip("\n")))
+            code = "\n".join(line for line in rest.split("\n") if not line.startswith("#|"))
+            modules.setdefault(module, []).append(ExportedCell(relative, index, code.strip("\n")))
     return modules
 
 
