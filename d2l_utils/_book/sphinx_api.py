@@ -20,7 +20,7 @@ from sphinx.util.nodes import nested_parse_with_titles
 PACKAGE_DIR = Path(__file__).resolve().parent.parent  # d2l_utils/
 
 # The hand-written core, in the order a reader meets it (sphinx_ext is the build's business).
-API_CORE_MODULES = ("device", "runtime", "data", "datasets", "train", "plot", "interact")
+API_CORE_MODULES = ("device", "runtime", "checks", "data", "datasets", "train", "plot", "interact")
 
 
 def api_modules() -> list[str]:
