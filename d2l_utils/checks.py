@@ -105,6 +105,8 @@ def check_number(value: object, name: str, *, low: float = -math.inf, high: floa
     require(math.isfinite(value), f"{name} must be finite, got {value}")
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
-    interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    left = "(" if low_open or low == -math.inf else "["
+    right = ")" if high_open or high == math.inf else "]"
+    interval = f"{left}{low}, {high}{right}"
     require(above and below, f"{name} must be in {interval}, got {value}")
     return value

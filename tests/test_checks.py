@@ -66,8 +66,8 @@ def test_check_tensor_checks_type_and_dtype():
     (2.5, {"integer": True}, TypeError, "must be an int, got float"),
     (math.inf, {}, ValueError, "must be finite, got inf"),
     (math.nan, {}, ValueError, "must be finite, got nan"),
-    (0.0, {"low": 0.0, "low_open": True}, ValueError, r"must be in \(0.0, inf\], got 0.0"),
-    (1.0, {"high": 1.0, "high_open": True}, ValueError, r"in \[-inf, 1.0\), got 1.0"),
+    (0.0, {"low": 0.0, "low_open": True}, ValueError, r"must be in \(0.0, inf\), got 0.0"),
+    (1.0, {"high": 1.0, "high_open": True}, ValueError, r"in \(-inf, 1.0\), got 1.0"),
 ])
 def test_check_number_rejects_what_is_not_a_finite_number_in_range(value, options, error,
                                                                    message):

@@ -5,8 +5,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from d2l_utils.datasets import ArrayLoader
 from d2l_utils.optim import (
     SGD,
+    Adagrad,
     Adam,
     AdamW,
     Optimizer,
@@ -16,6 +18,7 @@ from d2l_utils.optim import (
     step_decay,
     warmup_cosine,
 )
+from d2l_utils.train import fit
 
 STEPS = 50
 
@@ -31,21 +34,21 @@ def _loss(params, targets, t):
                for p, q in zip(params, targets, strict=True))
 
 
-def _step(optimiser, params, targets, t):
-    optimiser.zero_grad()
+def _step(optimizer, params, targets, t):
+    optimizer.zero_grad()
     _loss(params, targets, t).backward()
     if t % 7 == 3:  # sometimes a parameter has no gradient: it must be skipped
         params[0].grad = None
-    optimiser.step()
+    optimizer.step()
 
 
-def _run(make_optimiser, shapes, seed, steps=STEPS):
+def _run(make_optimizer, shapes, seed, steps=STEPS):
     """Minimise the loss with one optimiser; return the parameters."""
     params = [p.requires_grad_() for p in _params(shapes, seed)]
     targets = _params(shapes, seed + 1)
-    optimiser = make_optimiser(params)
+    optimizer = make_optimizer(params)
     for t in range(steps):
-        _step(optimiser, params, targets, t)
+        _step(optimizer, params, targets, t)
     return [p.detach() for p in params]
 
 
@@ -86,6 +89,14 @@ def test_sgd_matches_torch(shapes, seed, lr, momentum, dampening, nesterov, wd):
 
 
 @settings(max_examples=20, deadline=None)
+@given(shapes=shapes_st, seed=st.integers(0, 1000), lr=st.floats(1e-3, 0.5),
+       eps=st.sampled_from([1e-10, 1e-3]), init=st.sampled_from([0.0, 0.1, 2.0]), wd=decay_st)
+def test_adagrad_matches_torch(shapes, seed, lr, eps, init, wd):
+    kw = dict(lr=lr, eps=eps, initial_accumulator_value=init, weight_decay=wd)
+    _assert_same(lambda p: Adagrad(p, **kw), lambda p: torch.optim.Adagrad(p, **kw), shapes, seed)
+
+
+@settings(max_examples=20, deadline=None)
 @given(shapes=shapes_st, seed=st.integers(0, 1000), lr=lr_st, alpha=st.floats(0.5, 0.999),
        eps=st.sampled_from([1e-8, 1e-3]), momentum=st.sampled_from([0.0, 0.5, 0.9]), wd=decay_st)
 def test_rmsprop_matches_torch(shapes, seed, lr, alpha, eps, momentum, wd):
@@ -111,10 +122,30 @@ def test_adamw_differs_from_adam_with_decay():
 
 def test_zero_grad_sets_none():
     w = torch.ones(3, requires_grad=True)
-    optimiser = SGD([w], lr=0.1)
+    optimizer = SGD([w], lr=0.1)
     (w**2).sum().backward()
-    optimiser.zero_grad()
+    optimizer.zero_grad()
     assert w.grad is None
+
+
+def test_zero_grad_can_zero_in_place_as_pytorch_does():
+    w, v = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    optimizer = Adam([w, v])
+    (w**2).sum().backward()  # v gets no gradient
+    grad = w.grad
+    optimizer.zero_grad(set_to_none=False)
+    assert w.grad is grad and bool((grad == 0).all()) and v.grad is None
+
+
+def test_fit_accepts_our_optimizers():
+    """The book's fit calls zero_grad(set_to_none=True), as with a torch.optim optimizer."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=gen)
+    y = (x[:, 0] > 0).long()
+    model = torch.nn.Linear(3, 2)
+    history = fit(model, ArrayLoader(x, y, batch_size=16), epochs=3, device="cpu",
+                  optimizer=Adam(model.parameters(), lr=0.05), progress=False)
+    assert history["train_loss"][-1] < history["train_loss"][0]
 
 
 @pytest.mark.parametrize("make", [
@@ -124,6 +155,9 @@ def test_zero_grad_sets_none():
     lambda p: SGD(p, lr=0.1, nesterov=True),
     lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
     lambda p: SGD(p, lr=0.1, weight_decay=-1e-3),
+    lambda p: Adagrad(p, lr=0.0),
+    lambda p: Adagrad(p, eps=-1e-10),
+    lambda p: Adagrad(p, initial_accumulator_value=-0.1),
     lambda p: RMSProp(p, lr=0.1, alpha=1.0),
     lambda p: RMSProp(p, lr=0.1, eps=-1.0),
     lambda p: Adam(p, lr=-1e-3),
@@ -139,18 +173,22 @@ def test_bad_hyperparameters_raise_value_error(make):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda p: SGD(p, lr=float("inf")), r"lr must be a finite number in \(0.0, inf\), got inf"),
-    (lambda p: SGD(p, lr=float("nan")), "lr must be a finite number"),
-    (lambda p: SGD(p, lr=0.0), r"lr must be a finite number in \(0.0"),
-    (lambda p: Adam(p, lr=-float("inf")), "lr must be a finite number"),
-    (lambda p: SGD(p, lr=0.1, momentum=float("nan")), "momentum must be a finite number"),
-    (lambda p: SGD(p, lr=0.1, weight_decay=float("inf")), "weight_decay must be a finite"),
-    (lambda p: RMSProp(p, alpha=float("nan")), "alpha must be a finite number"),
-    (lambda p: RMSProp(p, eps=float("inf")), "eps must be a finite number"),
-    (lambda p: Adam(p, betas=(0.9, float("nan"))), "beta2 must be a finite number"),
-    (lambda p: AdamW(p, weight_decay=float("nan")), "weight_decay must be a finite number"),
+    (lambda p: SGD(p, lr=float("inf")), "lr must be finite, got inf"),
+    (lambda p: SGD(p, lr=float("nan")), "lr must be finite, got nan"),
+    (lambda p: SGD(p, lr=0.0), r"lr must be in \(0, inf\), got 0.0"),
+    (lambda p: Adam(p, lr=-float("inf")), "lr must be finite, got -inf"),
+    (lambda p: SGD(p, lr=0.1, momentum=float("nan")), "momentum must be finite"),
+    (lambda p: SGD(p, lr=0.1, momentum=1.0), r"momentum must be in \[0, 1\), got 1.0"),
+    (lambda p: SGD(p, lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
+    (lambda p: SGD(p, lr=0.1, weight_decay=float("inf")), "weight_decay must be finite"),
+    (lambda p: Adagrad(p, initial_accumulator_value=-1.0), "initial_accumulator_value must be in"),
+    (lambda p: RMSProp(p, alpha=float("nan")), "alpha must be finite"),
+    (lambda p: RMSProp(p, eps=float("inf")), "eps must be finite"),
+    (lambda p: Adam(p, betas=(0.9, float("nan"))), "beta2 must be finite"),
+    (lambda p: Adam(p, betas=(0.9,)), r"betas must be a pair \(beta1, beta2\)"),
+    (lambda p: AdamW(p, weight_decay=float("nan")), "weight_decay must be finite"),
 ])
-def test_non_finite_and_non_positive_hyperparameters_are_named(make, match):
+def test_non_finite_and_out_of_range_hyperparameters_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make([torch.zeros(2, requires_grad=True)])
 
@@ -158,22 +196,27 @@ def test_non_finite_and_non_positive_hyperparameters_are_named(make, match):
 def test_optimizer_base_class_mirrors_pytorchs_name():
     assert issubclass(SGD, Optimizer) and issubclass(Adam, Optimizer)
     assert issubclass(RMSProp, Optimizer) and issubclass(AdamW, Optimizer)
+    assert issubclass(Adagrad, Optimizer)
     assert Optimizer.__name__ == torch.optim.Optimizer.__name__
 
 
 def test_bad_types_raise_type_error():
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="lr must be a number, got str"):
         SGD([torch.zeros(2, requires_grad=True)], lr="0.1")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="each parameter must be a torch.Tensor, got list"):
         Adam([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="empty list of parameters"):
+        SGD([], lr=0.1)
+    with pytest.raises(TypeError, match="schedule must be a function"):
+        ScheduledLR(SGD([torch.zeros(1, requires_grad=True)], lr=0.1), 0.1)
 
 
 def _torch_rates(make_scheduler, steps, base_lr):
-    optimiser = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
-    scheduler = make_scheduler(optimiser)
-    rates = [optimiser.param_groups[0]["lr"]]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base_lr)
+    scheduler = make_scheduler(optimizer)
+    rates = [optimizer.param_groups[0]["lr"]]
     for _ in range(steps):
-        optimiser.step()
+        optimizer.step()
         scheduler.step()
         rates.append(scheduler.get_last_lr()[0])
     return rates
@@ -220,6 +263,8 @@ def test_schedules_reject_bad_arguments():
         cosine_annealing(0, 0.1, 0)
     with pytest.raises(ValueError):
         warmup_cosine(0, 0.1, 10, 10)
+    with pytest.raises(ValueError, match="need step >= 0"):
+        warmup_cosine(-1, 0.1, 5, 10)
 
 
 def test_scheduled_lr_drives_ours_and_torch():
