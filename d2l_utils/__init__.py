@@ -19,7 +19,7 @@ from d2l_utils.datasets import (
     load_mnist,
     load_text,
 )
-from d2l_utils.device import get_device, to_device
+from d2l_utils.device import get_device, synchronize, to_device
 from d2l_utils.interact import interactive
 from d2l_utils.plot import plot_history, plot_lines, show_images, use_book_style
 from d2l_utils.runtime import in_book_build, set_seed
@@ -29,6 +29,6 @@ __all__ = [
     "ArrayLoader", "CharVocab", "DataError", "History", "ImageData", "TextData", "accuracy",
     "evaluate", "fetch", "fit", "get_device", "in_book_build", "interactive", "load_fashion_mnist",
     "load_images", "load_mnist", "load_text", "plot_history", "plot_lines", "set_seed",
-    "show_images", "to_device", "use_book_style",
+    "show_images", "synchronize", "to_device", "use_book_style",
 ]
 __version__ = "0.1.0"

@@ -1,8 +1,10 @@
-"""Pick the fastest available device and move data and models onto it.
+"""Pick the fastest available device, move data and models onto it, and wait for it.
 
 The order is CUDA, then Apple's MPS, then the CPU. The environment variable
 ``D2L_DEVICE`` (for example ``cpu`` or ``cuda:1``) overrides the choice, so a
-reader with a GPU can still time a chapter on the CPU.
+reader with a GPU can still time a chapter on the CPU. ``D2L_DEVICE=standin`` selects the
+book's CPU stand-in for an accelerator, which fails wherever CUDA or MPS would
+(``d2l_utils._book.standin_device``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 DEVICE_ENV_VAR = "D2L_DEVICE"
+STANDIN = "standin"  # the checking stand-in for an accelerator, for CI machines without one
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -29,6 +32,8 @@ def get_device(prefer: str | None = None) -> torch.device:
             available on this machine.
     """
     requested = prefer if prefer is not None else os.environ.get(DEVICE_ENV_VAR, "").strip()
+    if requested.split(":")[0] == STANDIN:
+        return _standin()
     if requested:
         try:
             device = torch.device(requested)
@@ -79,6 +84,25 @@ def to_device(data: Any, device: torch.device | str) -> Any:
     return data
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait until the work queued on ``device`` has finished; a no-op on the CPU.
+
+    CUDA and MPS run operations asynchronously: a call returns once the work is queued. Call
+    this before reading a clock, or the time measured is the launch time, not the work.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _standin() -> torch.device:
+    from d2l_utils._book.standin_device import install
+
+    return install()
+
+
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
@@ -91,4 +115,9 @@ def _is_available(device: torch.device) -> bool:
         return torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
     if device.type == "mps":
         return _mps_available()
-    return False
+    return device.type == STANDIN  # a torch.device("standin") exists only once installed
+
+
+# The stand-in must exist before the first backward pass (autograd sets up its devices once).
+if os.environ.get(DEVICE_ENV_VAR, "").strip().split(":")[0] == STANDIN:
+    _standin()

@@ -23,17 +23,20 @@ def fans(shape: Sequence[int]) -> tuple[int, int]:
     return shape[1] * receptive_field, shape[0] * receptive_field
 
 
-def _uniform(shape, bound, generator, dtype, device) -> torch.Tensor:
+def _empty(shape, generator, dtype) -> torch.Tensor:
+    """Weights to fill on the generator's device (the CPU without one); callers then move them:
+    a generator draws only on its own device, and the same seed gives the same weights anywhere."""
     if not dtype.is_floating_point:
         raise TypeError(f"initial weights must have a floating dtype, got {dtype}")
-    return torch.empty(shape, dtype=dtype, device=device).uniform_(-bound, bound,
-                                                                   generator=generator)
+    return torch.empty(shape, dtype=dtype, device=generator.device if generator else "cpu")
+
+
+def _uniform(shape, bound, generator, dtype, device) -> torch.Tensor:
+    return _empty(shape, generator, dtype).uniform_(-bound, bound, generator=generator).to(device)
 
 
 def _normal(shape, std, generator, dtype, device) -> torch.Tensor:
-    if not dtype.is_floating_point:
-        raise TypeError(f"initial weights must have a floating dtype, got {dtype}")
-    return torch.empty(shape, dtype=dtype, device=device).normal_(0.0, std, generator=generator)
+    return _empty(shape, generator, dtype).normal_(0.0, std, generator=generator).to(device)
 
 
 def standard_uniform(shape: Sequence[int], *, generator: torch.Generator | None = None,

@@ -41,7 +41,7 @@ def threshold_unit(inputs: torch.Tensor, weights: torch.Tensor,
     if weights.ndim != 1 or inputs.ndim not in (1, 2) or inputs.shape[-1] != len(weights):
         raise ValueError(f"expected inputs (N, d) or (d,) and weights (d,), got "
                          f"{tuple(inputs.shape)} and {tuple(weights.shape)}")
-    total = inputs @ weights.to(inputs.dtype)  # (N,) weighted sums
+    total = inputs @ weights.to(inputs.device, inputs.dtype)  # (N,) weighted sums
     return (total >= threshold).to(inputs.dtype)
 
 
@@ -150,7 +150,8 @@ def perceptron_train(inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int 
     single = inputs.ndim == 2
     x = inputs.unsqueeze(0) if single else inputs  # (S, N, d)
     y = (labels.unsqueeze(0) if single else labels).to(x.dtype)  # (S, N)
-    w = torch.zeros_like(x[:, 0]) if weights is None else weights.to(x.dtype).reshape(x[:, 0].shape)
+    w = torch.zeros_like(x[:, 0]) if weights is None else weights.to(x.device, x.dtype)
+    w = w.reshape(x[:, 0].shape)  # (S, d)
     per_epoch = []
     for _ in range(epochs):
         count = torch.zeros(len(x), dtype=torch.long, device=x.device)  # (S,)

@@ -56,13 +56,14 @@ def fit_least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
 
     The bias is handled by a column of ones. The pseudo-inverse gives the minimum-norm
     solution when the features are collinear (e.g. MNIST pixels that are always zero).
-    Computed in float64 and returned in ``X``'s dtype.
+    Computed in float64 on the CPU (Apple's MPS has no float64); returned on ``X``'s device,
+    in its dtype.
     """
     _check_regression_data(X, y)
-    ones = torch.ones(len(X), 1, dtype=torch.float64, device=X.device)
-    A = torch.cat([X.double(), ones], dim=1)  # (n, d + 1)
-    solution = torch.linalg.pinv(A.T @ A, hermitian=True) @ (A.T @ y.double())  # (d + 1,)
-    return solution[:-1].to(X.dtype), solution[-1].to(X.dtype)
+    X64, y64 = X.cpu().double(), y.cpu().double()
+    A = torch.cat([X64, torch.ones(len(X64), 1, dtype=torch.float64)], dim=1)  # (n, d + 1)
+    solution = torch.linalg.pinv(A.T @ A, hermitian=True) @ (A.T @ y64)  # (d + 1,)
+    return solution[:-1].to(X.device, X.dtype), solution[-1].to(X.device, X.dtype)
 
 
 # --- chapters/02_gradients/05_regression.ipynb, cell 20 ---

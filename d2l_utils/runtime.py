@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 
 import numpy as np
 import torch
 
 BOOK_BUILD_ENV_VAR = "D2L_BOOK_BUILD"
+CUBLAS_ENV_VAR = "CUBLAS_WORKSPACE_CONFIG"
+CUBLAS_DETERMINISTIC = ":4096:8"  # the workspace setting that makes cuBLAS deterministic
+
+# cuBLAS reads its workspace setting when CUDA does its first matrix product, so set_seed may be
+# too late: set it here, when d2l_utils is imported (a value already exported wins).
+_cublas_set_after_cuda_started = CUBLAS_ENV_VAR not in os.environ and torch.cuda.is_initialized()
+os.environ.setdefault(CUBLAS_ENV_VAR, CUBLAS_DETERMINISTIC)
 
 
 def set_seed(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:
@@ -20,7 +28,9 @@ def set_seed(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:
         seed: a non-negative integer.
         deterministic: also ask PyTorch for deterministic algorithms where that is
             cheap (cuDNN's deterministic mode; ``warn_only`` so an operation without
-            a deterministic kernel warns instead of failing).
+            a deterministic kernel warns, once per kind of operation, instead of failing).
+            cuBLAS is deterministic only if ``CUBLAS_WORKSPACE_CONFIG`` was set before CUDA
+            started, which importing ``d2l_utils`` first does; otherwise this warns.
 
     Returns:
         A ``torch.Generator`` seeded with ``seed``, for code that wants its own stream.
@@ -41,11 +51,26 @@ def set_seed(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.use_deterministic_algorithms(True, warn_only=True)
-        # cuBLAS needs this for deterministic matmuls; harmless elsewhere.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        for message in (r".* does not have a deterministic implementation",
+                        r"Deterministic behavior was enabled"):  # PyTorch repeats these per call
+            warnings.filterwarnings("once", message=message, category=UserWarning)
+        _check_cublas_config()
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def _check_cublas_config() -> None:
+    """Set ``CUBLAS_WORKSPACE_CONFIG`` if CUDA has not started; warn if it may be too late."""
+    late = _cublas_set_after_cuda_started
+    if CUBLAS_ENV_VAR not in os.environ:  # someone removed it after import
+        late = late or torch.cuda.is_initialized()
+        os.environ[CUBLAS_ENV_VAR] = CUBLAS_DETERMINISTIC
+    if late:
+        warnings.warn(f"CUDA started before {CUBLAS_ENV_VAR} was set, so matrix products may not "
+                      "be deterministic: import d2l_utils (or export "
+                      f"{CUBLAS_ENV_VAR}={CUBLAS_DETERMINISTIC}) before any CUDA work",
+                      RuntimeWarning, stacklevel=3)
 
 
 def in_book_build() -> bool:

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from d2l_utils._book import standin_device
 from d2l_utils.init import (
     LayerStats,
     fans,
@@ -22,6 +23,10 @@ from d2l_utils.init import (
     xavier_normal,
     xavier_uniform,
 )
+
+# The stand-in accelerator (a CPU device that fails where CUDA or MPS would), installed at import:
+# before any backward pass of this process, as autograd requires.
+STANDIN = standin_device.install()
 
 weight_shapes = st.tuples(st.integers(1, 40), st.integers(1, 40),
                           st.lists(st.integers(1, 3), max_size=2)).map(
@@ -103,6 +108,23 @@ def test_bad_arguments_are_rejected():
         he_normal((3, 4), mode="fan_avg")
     with pytest.raises(TypeError, match="floating"):
         xavier_normal((3, 4), dtype=torch.int64)
+
+
+@pytest.mark.parametrize("init", [standard_uniform, xavier_uniform, xavier_normal, he_normal,
+                                  he_uniform])
+def test_a_cpu_generator_draws_the_same_weights_for_any_device(init):
+    """Drawn on the generator's device (the CPU), then moved: a CPU generator serves a GPU model
+    (CUDA and MPS refuse a CPU generator for a draw on the device: the stand-in checks that)."""
+    def draw(**kwargs):
+        return init((20, 30), generator=torch.Generator().manual_seed(3), **kwargs)
+
+    reference = draw()
+    on_cpu, on_device = draw(device="cpu"), draw(device=STANDIN)
+    assert on_cpu.device.type == "cpu" and on_device.device.type == "standin"
+    torch.testing.assert_close(on_cpu, reference, rtol=0, atol=0)
+    torch.testing.assert_close(on_device.cpu(), reference, rtol=0, atol=0)
+    unseeded = init((4, 5), device=STANDIN, dtype=torch.float32)
+    assert unseeded.device.type == "standin" and unseeded.dtype == torch.float32
 
 
 def build(widths, activation, seed=0):
