@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from d2l_utils.checks import check_number, check_tensor, require
 
+
+def xor_data(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four XOR patterns (4, 2) and their targets (4, 1)."""
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=dtype)
+    return x, (x[:, :1] != x[:, 1:]).to(dtype)
+
+
+# --- chapters/02_gradients/08_mlp.ipynb, cell 7 ---
 @dataclass
 class BatchedNet:
     """``S`` sigmoid networks of one architecture, stored as batched tensors.
@@ -35,42 +44,42 @@ class BatchedNet:
         return self.weights[0].shape[0]
 
 
+# --- chapters/02_gradients/08_mlp.ipynb, cell 9 ---
 def init_batched(sizes: Sequence[int], n_nets: int, *, skip: bool = False,
                  init_range: float = 0.3, generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float64,
                  device: torch.device | str | None = None) -> BatchedNet:
     """``n_nets`` networks with layer widths ``sizes``, every parameter uniform in
     [-init_range, init_range]; ``skip=True`` adds direct input -> output connections."""
-    if len(sizes) < 2 or min(sizes) < 1 or n_nets < 1:
-        raise ValueError(f"need n_nets >= 1 and at least two positive widths, "
-                         f"got {n_nets} and {sizes}")
+    require(len(sizes) >= 2 and min(sizes) >= 1 and n_nets >= 1,
+            f"need n_nets >= 1 and at least two positive widths, got {n_nets} and {sizes}")
 
     def uniform(*shape: int) -> torch.Tensor:
-        u = torch.rand(n_nets, *shape, generator=generator, dtype=dtype)
+        u = torch.rand(n_nets, *shape, generator=generator, dtype=dtype)  # (S, *shape)
         return ((2 * u - 1) * init_range).to(device)
     weights = [uniform(i, o) for i, o in zip(sizes[:-1], sizes[1:])]
     biases = [uniform(1, o) for o in sizes[1:]]
     return BatchedNet(weights, biases, uniform(sizes[0], sizes[-1]) if skip else None)
 
 
+# --- chapters/02_gradients/08_mlp.ipynb, cell 11 ---
 def forward_batched(net: BatchedNet, x: torch.Tensor) -> list[torch.Tensor]:
     """Activations of every layer, [inputs, hidden..., outputs], each of shape (S, P, n_l).
 
     ``x`` holds P input patterns, shape (P, n_in), shared by all S networks.
     """
-    if x.ndim != 2 or x.shape[1] != net.weights[0].shape[1]:
-        raise ValueError(f"x must be (patterns, {net.weights[0].shape[1]}), got {tuple(x.shape)}")
-    activations = [x.expand(net.n_nets, *x.shape)]
+    check_tensor(x, "x", "P n_in", dtype="float", sizes={"n_in": net.weights[0].shape[1]})
+    activations = [x.expand(net.n_nets, *x.shape)]  # (S, P, n_in)
     last = len(net.weights) - 1
     for layer, (w, b) in enumerate(zip(net.weights, net.biases)):
         z = activations[-1] @ w + b  # (S, P, n_{l+1})
         if layer == last and net.skip is not None:
-            z = z + activations[0] @ net.skip
+            z = z + activations[0] @ net.skip  # direct connections into the output
         activations.append(torch.sigmoid(z))
     return activations
 
 
-# --- chapters/02_gradients/08_mlp.ipynb, cell 5 ---
+# --- chapters/02_gradients/08_mlp.ipynb, cell 13 ---
 def loss_and_grads(net: BatchedNet, x: torch.Tensor,
                    targets: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Each network's error E = 1/2 sum (y - t)^2 over patterns and outputs, shape (S,), and
@@ -79,25 +88,23 @@ def loss_and_grads(net: BatchedNet, x: torch.Tensor,
     ``targets`` has shape (P, n_out), shared by all networks.
     """
     activations = forward_batched(net, x)
-    y = activations[-1]
-    if targets.shape != y.shape[1:]:
-        raise ValueError(f"targets must be (patterns, outputs) = {tuple(y.shape[1:])}, "
-                         f"got {tuple(targets.shape)}")
+    y = activations[-1]  # (S, P, n_out)
+    check_tensor(targets, "targets", "P n_out", sizes={"P": y.shape[1], "n_out": y.shape[2]})
     error = y - targets  # (S, P, n_out)
-    loss = 0.5 * (error**2).sum(dim=(1, 2))
-    delta = error * y * (1 - y)  # dE/dz at the output units
+    loss = 0.5 * (error**2).sum(dim=(1, 2))  # (S,)
+    delta = error * y * (1 - y)  # dE/dz at the output units, (S, P, n_out)
     grad_skip = [] if net.skip is None else [activations[0].transpose(1, 2) @ delta]
     grad_w, grad_b = [], []
     for layer in reversed(range(len(net.weights))):
         grad_w.insert(0, activations[layer].transpose(1, 2) @ delta)  # (S, n_l, n_{l+1})
         grad_b.insert(0, delta.sum(dim=1, keepdim=True))  # (S, 1, n_{l+1})
         if layer > 0:
-            h = activations[layer]
+            h = activations[layer]  # (S, P, n_l)
             delta = (delta @ net.weights[layer].transpose(1, 2)) * h * (1 - h)
     return loss, [*grad_w, *grad_b, *grad_skip]
 
 
-# --- chapters/02_gradients/08_mlp.ipynb, cell 9 ---
+# --- chapters/02_gradients/08_mlp.ipynb, cell 17 ---
 @dataclass
 class TrainResult:
     """What ``train_batched`` reports, one entry per network."""
@@ -112,26 +119,25 @@ class TrainResult:
         return self.sweeps_to_solve >= 0
 
 
+# --- chapters/02_gradients/08_mlp.ipynb, cell 18 ---
 @torch.no_grad()
 def train_batched(net: BatchedNet, x: torch.Tensor, targets: torch.Tensor, *, lr: float,
                   momentum: float = 0.0, max_sweeps: int = 5000, tolerance: float = 0.2,
                   stop_when_solved: bool = True, record_every: int = 0) -> TrainResult:
-    """Full-batch gradient descent with momentum on all S networks at once (in place).
-
-    Each sweep: dw = -lr * dE/dw + momentum * dw_previous (Rumelhart et al. 1986, eq. 9).
-    A network is solved at the first sweep where every output is within ``tolerance`` of its
-    target; training stops early when all are solved (unless ``stop_when_solved=False``).
-    """
+    """Full-batch gradient descent with momentum on all S networks at once (in place):
+    dw = -lr * dE/dw + momentum * dw_previous (Rumelhart et al. 1986, eq. 9). A network is
+    solved at the first sweep where every output is within ``tolerance`` of its target."""
+    check_number(lr, "lr", low=0, low_open=True)
     params = net.parameters()
     velocity = [torch.zeros_like(p) for p in params]
-    sweeps = torch.full((net.n_nets,), -1, dtype=torch.int64, device=params[0].device)
+    sweeps = torch.full((net.n_nets,), -1, dtype=torch.int64, device=params[0].device)  # (S,)
     history = []
     for sweep in range(max_sweeps + 1):
-        loss, grads = loss_and_grads(net, x, targets)
+        loss, grads = loss_and_grads(net, x, targets)  # (S,), one gradient per parameter
         if record_every and sweep % record_every == 0:
             history.append(loss.clone())
-        outputs = forward_batched(net, x)[-1]
-        meets = ((outputs - targets).abs() <= tolerance).flatten(1).all(dim=1)
+        outputs = forward_batched(net, x)[-1]  # (S, P, n_out)
+        meets = ((outputs - targets).abs() <= tolerance).flatten(1).all(dim=1)  # (S,)
         sweeps = torch.where(meets & (sweeps < 0), sweep, sweeps)
         if sweep == max_sweeps or (stop_when_solved and bool((sweeps >= 0).all())):
             break
@@ -141,14 +147,15 @@ def train_batched(net: BatchedNet, x: torch.Tensor, targets: torch.Tensor, *, lr
     return TrainResult(sweeps, loss, history)
 
 
-# --- chapters/02_gradients/08_mlp.ipynb, cell 11 ---
-def xor_data(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The four XOR patterns (4, 2) and their targets (4, 1)."""
-    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=dtype)
-    return x, (x[:, :1] != x[:, 1:]).to(dtype)
+# --- chapters/02_gradients/08_mlp.ipynb, cell 24 ---
+def select_nets(net: BatchedNet, index: torch.Tensor) -> BatchedNet:
+    """A copy of the networks ``index`` (a 1-D tensor of positions) of ``net``."""
+    return BatchedNet([w[index].clone() for w in net.weights],
+                      [b[index].clone() for b in net.biases],
+                      None if net.skip is None else net.skip[index].clone())
 
 
-# --- chapters/02_gradients/08_mlp.ipynb, cell 19 ---
+# --- chapters/02_gradients/08_mlp.ipynb, cell 34 ---
 def symmetry_data(n_bits: int = 6,
                   dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """All 2**n_bits binary patterns (P, n_bits) and targets (P, 1): 1 if mirror-symmetric."""
@@ -156,13 +163,13 @@ def symmetry_data(n_bits: int = 6,
     return x, (x == x.flip(1)).all(dim=1, keepdim=True).to(dtype)
 
 
-# --- chapters/02_gradients/08_mlp.ipynb, cell 36 ---
+# --- chapters/02_gradients/08_mlp.ipynb, cell 54 ---
 def relu_net(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
     """Apply affine layers (W (n_in, n_out), b (n_out,)) with ReLU between them to x (N, n_in)."""
+    require(x.shape[-1] == layers[0][0].shape[0],
+            f"the first layer expects {layers[0][0].shape[0]} inputs, got {x.shape[-1]}")
     for i, (w, b) in enumerate(layers):
-        if x.shape[-1] != w.shape[0]:
-            raise ValueError(f"layer {i} expects {w.shape[0]} inputs, got {x.shape[-1]}")
-        x = x @ w + b
+        x = x @ w + b  # (N, n_out)
         if i < len(layers) - 1:
             x = np.maximum(x, 0.0)
     return x
@@ -170,18 +177,17 @@ def relu_net(layers: Sequence[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> 
 
 def sawtooth_deep(k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """A ReLU net with k hidden layers of 2 units computing the tent map composed k times."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    check_number(k, "k", low=1, integer=True)
     first = (np.array([[1.0, 1.0]]), np.array([0.0, -0.5]))  # units relu(x), relu(x - 1/2)
     fold = np.array([[2.0], [-4.0]])  # t = 2 relu(x) - 4 relu(x - 1/2)
     middle = (fold @ first[0], first[1])  # weights (2, 2): tent t, then relu(t), relu(t - 1/2)
     return [first] + [middle] * (k - 1) + [(fold, np.zeros(1))]
 
 
+# --- chapters/02_gradients/08_mlp.ipynb, cell 56 ---
 def sawtooth_shallow(k: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """One hidden layer of 2**k ReLU units computing the same sawtooth on [0, 1]."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    check_number(k, "k", low=1, integer=True)
     pieces = 2**k
     kinks = np.arange(pieces) / pieces  # a unit relu(x - j / 2**k) for every kink (and x = 0)
     slope_change = np.where(np.arange(pieces) % 2 == 0, 2.0, -2.0) * pieces
@@ -194,5 +200,5 @@ def count_linear_pieces(x: np.ndarray, y: np.ndarray, tol: float = 1e-6) -> int:
 
     The grid must contain every kink (e.g. a fine dyadic grid for the sawtooth).
     """
-    slopes = np.diff(y) / np.diff(x)
+    slopes = np.diff(y) / np.diff(x)  # (N - 1,)
     return 1 + int((np.abs(np.diff(slopes)) > tol * (1 + np.abs(slopes[:-1]))).sum())

@@ -12,6 +12,8 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from d2l_utils.checks import require
+
 
 def topological_order(root: Any, parents: Callable[[Any], Iterable[Any]]) -> list[Any]:
     """Every node reachable from ``root``, each listed after all of its parents (inputs).
@@ -39,17 +41,16 @@ def topological_order(root: Any, parents: Callable[[Any], Iterable[Any]]) -> lis
 class Value:
     """A scalar that remembers how it was computed, so that it can be differentiated.
 
-    ``backward()`` adds d(self)/d(node) into ``node.grad`` for every node of the graph that ends
-    at ``self``. Gradients accumulate, as in PyTorch: calling ``backward()`` twice doubles them,
-    and ``zero_grad()`` resets them. The graph itself is never changed by ``backward()``.
+    ``backward()`` adds d(self)/d(node) into ``node.grad`` for every node of the graph ending at
+    ``self``; gradients accumulate until ``zero_grad()``, as in PyTorch.
     """
 
     __slots__ = ("data", "grad", "parents", "local_grads", "op", "label")
 
     def __init__(self, data: float, parents: tuple[Value, ...] = (),
                  local_grads: tuple[float, ...] = (), op: str = "", label: str = "") -> None:
-        if isinstance(data, Value) or not isinstance(data, (int, float)):
-            raise TypeError(f"Value needs a Python int or float, got {type(data).__name__}")
+        require(isinstance(data, (int, float)),
+                f"Value needs a Python int or float, got {type(data).__name__}", TypeError)
         self.data = float(data)
         self.grad = 0.0
         self.parents = parents
@@ -65,6 +66,8 @@ class Value:
         """``x`` itself if it is a Value, else a constant Value holding it."""
         return x if isinstance(x, Value) else Value(x)
 
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 7 (Value, continued) ---
+    # each primitive returns its output node with d(output)/d(input) for every input
     def __add__(self, other: Value | float) -> Value:
         other = Value.lift(other)
         return Value(self.data + other.data, (self, other), (1.0, 1.0), "+")
@@ -74,8 +77,8 @@ class Value:
         return Value(self.data * other.data, (self, other), (other.data, self.data), "*")
 
     def __pow__(self, exponent: float) -> Value:
-        if not isinstance(exponent, (int, float)):
-            raise TypeError("Value ** needs a constant int or float exponent")
+        require(isinstance(exponent, (int, float)),
+                "Value ** needs a constant int or float exponent", TypeError)
         return Value(self.data**exponent, (self,),
                      (exponent * self.data ** (exponent - 1),), f"**{exponent:g}")
 
@@ -84,8 +87,7 @@ class Value:
         return Value(out, (self,), (out,), "exp")
 
     def log(self) -> Value:
-        if self.data <= 0:
-            raise ValueError(f"log needs a positive input, got {self.data}")
+        require(self.data > 0, f"log needs a positive input, got {self.data}")
         return Value(math.log(self.data), (self,), (1.0 / self.data,), "log")
 
     def tanh(self) -> Value:
@@ -93,10 +95,9 @@ class Value:
         return Value(out, (self,), (1.0 - out * out,), "tanh")
 
     def relu(self) -> Value:
-        positive = self.data > 0
-        return Value(self.data if positive else 0.0, (self,), (1.0 if positive else 0.0,), "relu")
+        return Value(max(self.data, 0.0), (self,), (float(self.data > 0),), "relu")
 
-    # Everything else is built from the primitives above.
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 9 (Value, continued) ---
     def __neg__(self) -> Value:
         return self * -1.0
 
@@ -118,6 +119,7 @@ class Value:
     def __rtruediv__(self, other: float) -> Value:
         return Value.lift(other) / self
 
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 11 (Value, continued) ---
     def graph(self) -> list[Value]:
         """Every node of the graph that ends here, inputs before the nodes that use them."""
         return topological_order(self, lambda v: v.parents)
@@ -137,29 +139,37 @@ class Value:
             node.grad = 0.0
 
 
-# --- chapters/02_gradients/07_autograd.ipynb, cell 9 ---
-def draw_graph(root: Value, ax: Any | None = None) -> Any:
-    """Draw the graph that ends at ``root``: inputs on the left, ``root`` on the right.
-
-    Each box shows a node's label or operation, its value and its gradient. Returns the axes.
-    """
+# --- chapters/02_gradients/07_autograd.ipynb, cell 15 ---
+def graph_layout(root: Value) -> dict[int, tuple[int, int]]:
+    """``id(node)`` -> (column, row) for every node of the graph that ends at ``root``: the root
+    in the last column, each node one column left of its furthest-left user, rows 0, -1, ..."""
     nodes = root.graph()
     height = {id(root): 0}  # longest path from a node to the root
     for node in reversed(nodes):  # users come before their inputs in this order
         for p in node.parents:
             height[id(p)] = max(height.get(id(p), 0), height[id(node)] + 1)
     top = max(height.values())
-    depth = {key: top - h for key, h in height.items()}  # each node just left of its first user
-    rows: dict[int, int] = {}
+    filled: dict[int, int] = {}  # column -> nodes placed in it so far
     position = {}
     for node in nodes:
-        column = depth[id(node)]
-        rows[column] = rows.get(column, 0) + 1
-        position[id(node)] = (column, -rows[column])
+        column = top - height[id(node)]
+        position[id(node)] = (column, -filled.get(column, 0))
+        filled[column] = filled.get(column, 0) + 1
+    return position
+
+
+# --- chapters/02_gradients/07_autograd.ipynb, cell 17 ---
+def draw_graph(root: Value, ax: Any | None = None) -> Any:
+    """Draw the graph that ends at ``root``: inputs on the left, ``root`` on the right.
+
+    Each box shows a node's label or operation, its value and its gradient. Returns the axes.
+    """
+    position = graph_layout(root)
+    columns = 1 + max(x for x, _ in position.values())
+    rows = 1 - min(y for _, y in position.values())
     if ax is None:
-        width, height = 1.8 * (max(depth.values()) + 1), 1.1 * max(rows.values()) + 1
-        _, ax = plt.subplots(figsize=(width, height))
-    for node in nodes:
+        _, ax = plt.subplots(figsize=(1.8 * columns, 1.1 * rows + 1))
+    for node in root.graph():
         x, y = position[id(node)]
         for parent in node.parents:
             px, py = position[id(parent)]
@@ -168,10 +178,9 @@ def draw_graph(root: Value, ax: Any | None = None) -> Any:
                         arrowprops={"arrowstyle": "->", "color": "0.5",
                                     "connectionstyle": f"arc3,rad={bend}"})
         name = f"{node.label} ({node.op})" if node.label and node.op else node.label or node.op
-        name = name or "const"
-        ax.text(x, y, f"{name}\n{node.data:.3g}\ngrad {node.grad:.3g}", ha="center", va="center",
-                fontsize=8, bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.3"})
-    ax.set_xlim(-0.6, max(depth.values()) + 0.6)
-    ax.set_ylim(-max(rows.values()) - 0.7, -0.3)
+        ax.text(x, y, f"{name or 'const'}\n{node.data:.3g}\ngrad {node.grad:.3g}", ha="center",
+                va="center", fontsize=8,
+                bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "0.3"})
+    ax.set(xlim=(-0.6, columns - 0.4), ylim=(-rows + 0.3, 0.7))
     ax.axis("off")
     return ax

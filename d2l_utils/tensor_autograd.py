@@ -5,13 +5,14 @@
 
 from __future__ import annotations
 
-# --- chapters/02_gradients/07_autograd.ipynb, cell 18 ---
+# --- chapters/02_gradients/07_autograd.ipynb, cell 31 ---
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from d2l_utils.checks import require
 from d2l_utils.scalar_autograd import topological_order
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -21,46 +22,17 @@ _grad_enabled = True
 def as_float_array(data: Any, dtype: Any = None) -> np.ndarray:
     """``data`` as a float32 or float64 array (ints and bools become float64 unless ``dtype``)."""
     array = np.asarray(data.data if isinstance(data, Tensor) else data)
-    if dtype is not None:
-        if np.dtype(dtype) not in _FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
-        return array.astype(dtype, copy=False)
-    if array.dtype in _FLOAT_DTYPES:
-        return array
-    if array.dtype.kind in "biuf":
-        return array.astype(np.float64)
-    raise TypeError(f"Tensor holds real numbers, got an array of dtype {array.dtype}")
+    require(array.dtype.kind in "biuf", f"Tensor holds real numbers, got {array.dtype}", TypeError)
+    if dtype is None:
+        dtype = array.dtype if array.dtype in _FLOAT_DTYPES else np.float64
+    require(np.dtype(dtype) in _FLOAT_DTYPES,
+            f"dtype must be float32 or float64, got {np.dtype(dtype)}", TypeError)
+    return array.astype(dtype, copy=False)
 
 
-def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum ``grad`` over the axes that broadcasting added or stretched, so it has ``shape``."""
-    extra = grad.ndim - len(shape)
-    if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
-    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if stretched:
-        grad = grad.sum(axis=stretched, keepdims=True)
-    return grad
-
-
-@contextlib.contextmanager
-def no_grad() -> Iterator[None]:
-    """Inside this block, operations record no graph (for evaluation and optimiser steps)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-# --- chapters/02_gradients/07_autograd.ipynb, cell 20 ---
+# --- chapters/02_gradients/07_autograd.ipynb, cell 33 ---
 class Tensor:
-    """An n-dimensional float array (float32 or float64) that records operations for backprop.
-
-    ``backward()`` accumulates d(self)/d(leaf) into ``leaf.grad`` for every leaf that
-    ``requires_grad`` and frees the graph unless ``retain_graph=True``.
-    """
+    """An n-dimensional float array (float32 or float64) that records operations for backprop."""
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, *,
                  parents: tuple[Tensor, ...] = (), backward_fn: Any = None, op: str = "") -> None:
@@ -70,25 +42,10 @@ class Tensor:
         self.parents = parents
         self.backward_fn = backward_fn  # grad of output -> tuple of grads of parents
         self.op = op
-        self.freed = False
 
-    # --- bookkeeping -------------------------------------------------------------------------
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
-
-    def __repr__(self) -> str:
-        return f"Tensor({self.data!r}, requires_grad={self.requires_grad})"
-
-    def item(self) -> float:
-        return self.data.item()
-
-    def numpy(self) -> np.ndarray:
-        return self.data
-
-    def lift(self, other: Any) -> Tensor:
-        """``other`` as a Tensor; plain numbers take this tensor's dtype (no float64 creep)."""
-        return other if isinstance(other, Tensor) else Tensor(np.asarray(other, self.dtype))
 
     @staticmethod
     def make(data: np.ndarray, parents: Sequence[Tensor], backward_fn: Any, op: str) -> Tensor:
@@ -97,7 +54,36 @@ class Tensor:
             return Tensor(data, True, parents=tuple(parents), backward_fn=backward_fn, op=op)
         return Tensor(data)
 
-    # --- elementwise arithmetic (broadcasting) ----------------------------------------------
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient (set ``grad`` to None, as PyTorch does)."""
+        self.grad = None
+
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 37 (Tensor, continued) ---
+    def backward(self, grad: Any = None) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+        require(self.requires_grad, "backward() needs a tensor that requires grad", RuntimeError)
+        require(grad is not None or self.data.size == 1,
+                f"backward() on shape {self.shape} needs a `grad` of that shape", RuntimeError)
+        grad = np.ones_like(self.data) if grad is None else as_float_array(grad, self.dtype)
+        require(grad.shape == self.shape, f"grad has shape {grad.shape}, expected {self.shape}")
+        adjoint = {id(self): grad}  # this pass's dL/d(node), kept apart from the stored .grad
+        order = topological_order(self, lambda t: [p for p in t.parents if p.requires_grad])
+        for node in reversed(order):
+            g = adjoint.pop(id(node))  # complete: every user of node was visited already
+            if not node.parents:  # a leaf: keep its gradient
+                node.grad = g.copy() if node.grad is None else node.grad + g
+                continue
+            for parent, parent_grad in zip(node.parents, node.backward_fn(g)):
+                if parent.requires_grad:
+                    share = parent_grad.astype(parent.dtype, copy=False)
+                    before = adjoint.get(id(parent))
+                    adjoint[id(parent)] = share if before is None else before + share
+
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 41 (Tensor, continued) ---
+    def lift(self, other: Any) -> Tensor:
+        """``other`` as a Tensor; plain numbers take this tensor's dtype (no float64 creep)."""
+        return other if isinstance(other, Tensor) else Tensor(np.asarray(other, self.dtype))
+
     def __add__(self, other: Any) -> Tensor:
         other = self.lift(other)
         return Tensor.make(self.data + other.data, (self, other),
@@ -109,24 +95,21 @@ class Tensor:
                            lambda g: (unbroadcast(g * other.data, self.shape),
                                       unbroadcast(g * self.data, other.shape)), "*")
 
-    def __truediv__(self, other: Any) -> Tensor:
-        other = self.lift(other)
-        return Tensor.make(self.data / other.data, (self, other),
-                           lambda g: (unbroadcast(g / other.data, self.shape),
-                                      unbroadcast(-g * self.data / other.data**2, other.shape)),
-                           "/")
+    def __pow__(self, exponent: float) -> Tensor:
+        require(isinstance(exponent, (int, float)),
+                "Tensor ** needs a constant int or float exponent", TypeError)
+        return Tensor.make(self.data**exponent, (self,),
+                           lambda g: (g * exponent * self.data ** (exponent - 1),), "**")
 
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 43 (Tensor, continued) ---
     def __neg__(self) -> Tensor:
-        return Tensor.make(-self.data, (self,), lambda g: (-g,), "neg")
+        return self * -1.0
 
     def __sub__(self, other: Any) -> Tensor:
         return self + (-self.lift(other))
 
-    def __pow__(self, exponent: float) -> Tensor:
-        if not isinstance(exponent, (int, float)):
-            raise TypeError("Tensor ** needs a constant int or float exponent")
-        return Tensor.make(self.data**exponent, (self,),
-                           lambda g: (g * exponent * self.data ** (exponent - 1),), "**")
+    def __truediv__(self, other: Any) -> Tensor:
+        return self * self.lift(other) ** -1
 
     def __radd__(self, other: Any) -> Tensor:
         return self + other
@@ -140,42 +123,39 @@ class Tensor:
     def __rtruediv__(self, other: Any) -> Tensor:
         return self.lift(other) / self
 
-    # --- matrix product --------------------------------------------------------------------
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 45 (Tensor, continued) ---
     def __matmul__(self, other: Any) -> Tensor:
-        """(..., n, k) @ (..., k, m) -> (..., m); leading axes broadcast. Both need ndim >= 2."""
+        """(..., n, k) @ (..., k, m) -> (..., n, m); leading axes broadcast. Both need ndim >= 2."""
         other = self.lift(other)
-        if self.ndim < 2 or other.ndim < 2 or self.shape[-1] != other.shape[-2]:
-            raise ValueError(f"matmul needs shapes (..., n, k) and (..., k, m), got "
-                             f"{self.shape} and {other.shape}")
-        a, b = self.data, other.data
+        require(self.ndim >= 2 and other.ndim >= 2 and self.shape[-1] == other.shape[-2],
+                f"matmul needs (..., n, k) and (..., k, m), got {self.shape} and {other.shape}")
+        a, b = self.data, other.data  # (..., n, k), (..., k, m)
         return Tensor.make(a @ b, (self, other),
                            lambda g: (unbroadcast(g @ b.swapaxes(-1, -2), self.shape),
                                       unbroadcast(a.swapaxes(-1, -2) @ g, other.shape)), "@")
 
-    # --- reductions and shape ----------------------------------------------------------------
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 47 (Tensor, continued) ---
     def _axes(self, axis: int | Sequence[int] | None) -> tuple[int, ...]:
-        if axis is None:
-            return tuple(range(self.ndim))
-        axes = (axis,) if isinstance(axis, int) else tuple(axis)
-        if any(not -self.ndim <= ax < self.ndim for ax in axes):
-            raise ValueError(f"axis {axis} is out of range for a tensor of shape {self.shape}")
+        """``axis`` as a sorted tuple of non-negative axes (every axis for None)."""
+        axes = range(self.ndim) if axis is None else [axis] if isinstance(axis, int) else axis
+        require(all(-self.ndim <= ax < self.ndim for ax in axes),
+                f"axis {axis} is out of range for a tensor of shape {self.shape}")
         return tuple(sorted(ax % self.ndim for ax in axes))
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
         axes = self._axes(axis)
 
-        def backward_fn(g: np.ndarray) -> tuple[np.ndarray]:
-            if not keepdims:
-                g = np.expand_dims(g, axes)
-            return (np.broadcast_to(g, self.shape),)
+        def backward_fn(g: np.ndarray) -> tuple[np.ndarray]:  # copy g along the summed axes
+            return (np.broadcast_to(g if keepdims else np.expand_dims(g, axes), self.shape),)
         return Tensor.make(self.data.sum(axis=axes, keepdims=keepdims), (self,), backward_fn, "sum")
 
     def mean(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
         count = int(np.prod([self.shape[ax] for ax in self._axes(axis)]))
         return self.sum(axis, keepdims) * (1.0 / count)
 
-    def reshape(self, *shape: int) -> Tensor:
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 49 (Tensor, continued) ---
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):  # reshape((2, 3)) also works
             shape = tuple(shape[0])
         return Tensor.make(self.data.reshape(shape), (self,),
                            lambda g: (g.reshape(self.shape),), "reshape")
@@ -196,7 +176,7 @@ class Tensor:
             return (full,)
         return Tensor.make(self.data[index], (self,), backward_fn, "[]")
 
-    # --- elementwise functions ---------------------------------------------------------------
+    # --- chapters/02_gradients/07_autograd.ipynb, cell 51 (Tensor, continued) ---
     def exp(self) -> Tensor:
         out = np.exp(self.data)
         return Tensor.make(out, (self,), lambda g: (g * out,), "exp")
@@ -212,54 +192,41 @@ class Tensor:
         return Tensor.make(np.maximum(self.data, 0), (self,),
                            lambda g: (g * (self.data > 0),), "relu")
 
-    # --- backpropagation ---------------------------------------------------------------------
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+    def item(self) -> float:
+        return self.data.item()
 
-        Args:
-            grad: dL/d(self), same shape as self; may be omitted only when self has one element.
-            retain_graph: keep the graph so that ``backward`` can run through it again.
-        Raises:
-            RuntimeError: self needs no grad; non-scalar without ``grad``; the graph was freed.
-        """
-        if not self.requires_grad:
-            raise RuntimeError("backward() on a tensor that does not require grad (no graph)")
-        if grad is None:
-            if self.data.size != 1:
-                raise RuntimeError(f"backward() on a tensor of shape {self.shape} needs a `grad` "
-                                   "argument of that shape (only one-element tensors have an "
-                                   "implicit gradient of 1)")
-            grad = np.ones_like(self.data)
-        grad = as_float_array(grad, self.dtype)
-        if grad.shape != self.shape:
-            raise ValueError(f"grad has shape {grad.shape}, expected {self.shape}")
-        order = topological_order(self, lambda t: t.parents)
-        if any(node.freed for node in order):
-            raise RuntimeError("backward() through a graph that a previous backward() freed; "
-                               "pass retain_graph=True to the first call to go through it twice")
-        adjoint: dict[int, np.ndarray] = {id(self): grad}
-        for node in reversed(order):
-            g = adjoint.pop(id(node), None)
-            if g is None:
-                continue
-            if not node.parents:  # a leaf: keep its gradient
-                node.grad = g.copy() if node.grad is None else node.grad + g
-                continue
-            for parent, parent_grad in zip(node.parents, node.backward_fn(g)):
-                if parent.requires_grad:
-                    parent_grad = parent_grad.astype(parent.dtype, copy=False)
-                    previous = adjoint.get(id(parent))
-                    adjoint[id(parent)] = (parent_grad if previous is None
-                                           else previous + parent_grad)
-            if not retain_graph:
-                node.backward_fn, node.freed = None, True
+    def numpy(self) -> np.ndarray:
+        return self.data
 
-    def zero_grad(self) -> None:
-        """Forget the accumulated gradient (set ``grad`` to None, as PyTorch does)."""
-        self.grad = None
+    def __repr__(self) -> str:
+        return f"Tensor({self.data!r}, requires_grad={self.requires_grad})"
 
 
-# --- chapters/02_gradients/07_autograd.ipynb, cell 22 ---
+# --- chapters/02_gradients/07_autograd.ipynb, cell 35 ---
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside this block, operations record no graph (for evaluation and optimiser steps)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+# --- chapters/02_gradients/07_autograd.ipynb, cell 39 ---
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``grad`` over the axes that broadcasting added or stretched, so it has ``shape``."""
+    extra = grad.ndim - len(shape)
+    if extra > 0:  # axes broadcasting added in front
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:  # length-one axes broadcasting repeated
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
+
+
+# --- chapters/02_gradients/07_autograd.ipynb, cell 53 ---
 def log_softmax(logits: Tensor, axis: int = -1) -> Tensor:
     """log(softmax(logits)) along ``axis``, computed stably (the row maximum is subtracted)."""
     shifted = logits.data - logits.data.max(axis=axis, keepdims=True)
@@ -270,37 +237,35 @@ def log_softmax(logits: Tensor, axis: int = -1) -> Tensor:
     return Tensor.make(out, (logits,), backward_fn, "log_softmax")
 
 
-def cross_entropy(logits: Tensor, targets: Any) -> Tensor:
-    """Mean cross-entropy of ``logits`` (N, C) against integer class ``targets`` (N,): a scalar."""
-    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
-    if logits.ndim != 2:
-        raise ValueError(f"cross_entropy needs logits of shape (N, C), got {logits.shape}")
-    n, classes = logits.shape
-    if targets.shape != (n,) or targets.dtype.kind not in "iu":
-        raise ValueError(f"targets must be {n} integer class indices, got shape {targets.shape} "
-                         f"and dtype {targets.dtype}")
-    if n and (targets.min() < 0 or targets.max() >= classes):
-        raise ValueError(f"targets must lie in [0, {classes}), "
-                         f"got {targets.min()}..{targets.max()}")
-    shifted = logits.data - logits.data.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, C)
-    rows = np.arange(n)
-
-    def backward_fn(g: np.ndarray) -> tuple[np.ndarray]:
-        grad = np.exp(log_probs)  # softmax
-        grad[rows, targets] -= 1
-        return (grad * (g / n),)
-    return Tensor.make(np.asarray(-log_probs[rows, targets].mean()), (logits,), backward_fn,
-                       "cross_entropy")
-
-
 def zero_grad(parameters: Iterable[Tensor]) -> None:
     """Forget the accumulated gradients of ``parameters``."""
     for p in parameters:
         p.zero_grad()
 
 
-# --- chapters/02_gradients/07_autograd.ipynb, cell 31 ---
+# --- chapters/02_gradients/07_autograd.ipynb, cell 55 ---
+def cross_entropy(logits: Tensor, targets: Any) -> Tensor:
+    """Mean cross-entropy of ``logits`` (N, C) against integer class ``targets`` (N,): a scalar."""
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets)
+    require(logits.ndim == 2, f"cross_entropy needs logits of shape (N, C), got {logits.shape}")
+    n, classes = logits.shape
+    require(targets.shape == (n,) and targets.dtype.kind in "iu",
+            f"targets must be {n} integer class indices, got {targets.dtype} {targets.shape}")
+    require(n == 0 or 0 <= targets.min() and targets.max() < classes,
+            f"targets must lie in [0, {classes})")
+    shifted = logits.data - logits.data.max(axis=1, keepdims=True)  # (N, C)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, C)
+    rows = np.arange(n)
+
+    def backward_fn(g: np.ndarray) -> tuple[np.ndarray]:
+        grad = np.exp(log_probs)  # softmax, (N, C)
+        grad[rows, targets] -= 1
+        return (grad * (g / n),)
+    return Tensor.make(np.asarray(-log_probs[rows, targets].mean()), (logits,), backward_fn,
+                       "cross_entropy")
+
+
+# --- chapters/02_gradients/07_autograd.ipynb, cell 64 ---
 class Linear:
     """x (N, fan_in) -> x @ weight + bias (N, fan_out); weights uniform in +-1/sqrt(fan_in)."""
 
@@ -311,27 +276,27 @@ class Linear:
         self.bias = Tensor(rng.uniform(-bound, bound, fan_out), True, dtype)
 
     def __call__(self, x: Tensor) -> Tensor:
-        if x.ndim != 2 or x.shape[1] != self.weight.shape[0]:
-            raise ValueError(f"Linear expects input (N, {self.weight.shape[0]}), got {x.shape}")
-        return x @ self.weight + self.bias
+        require(x.ndim == 2 and x.shape[1] == self.weight.shape[0],
+                f"Linear expects input (N, {self.weight.shape[0]}), got {x.shape}")
+        return x @ self.weight + self.bias  # (N, fan_out)
 
     def parameters(self) -> list[Tensor]:
         return [self.weight, self.bias]
 
 
+# --- chapters/02_gradients/07_autograd.ipynb, cell 66 ---
 class MLP:
     """Linear layers with ReLU between them: sizes (784, 256, 10) maps (N, 784) -> (N, 10)."""
 
     def __init__(self, sizes: Sequence[int], seed: int = 0, dtype: Any = np.float32) -> None:
-        if len(sizes) < 2:
-            raise ValueError(f"an MLP needs at least input and output sizes, got {sizes}")
+        require(len(sizes) >= 2, f"an MLP needs at least input and output sizes, got {sizes}")
         rng = np.random.default_rng(seed)
         self.layers = [Linear(i, o, rng, dtype) for i, o in zip(sizes[:-1], sizes[1:])]
 
     def __call__(self, x: Tensor) -> Tensor:
         for layer in self.layers[:-1]:
-            x = layer(x).relu()
-        return self.layers[-1](x)
+            x = layer(x).relu()  # (N, hidden)
+        return self.layers[-1](x)  # (N, classes)
 
     def parameters(self) -> list[Tensor]:
         return [p for layer in self.layers for p in layer.parameters()]

@@ -15,6 +15,7 @@ from d2l_utils.mlp import (
     relu_net,
     sawtooth_deep,
     sawtooth_shallow,
+    select_nets,
     symmetry_data,
     train_batched,
     xor_data,
@@ -110,7 +111,7 @@ def test_errors():
     with pytest.raises(ValueError, match="widths"):
         init_batched([3], 2)
     net = init_batched([2, 3, 1], 2)
-    with pytest.raises(ValueError, match="patterns"):
+    with pytest.raises(ValueError, match="n_in"):
         forward_batched(net, torch.zeros(4, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="targets"):
         loss_and_grads(net, torch.zeros(4, 2, dtype=torch.float64),
@@ -119,3 +120,17 @@ def test_errors():
         sawtooth_deep(0)
     with pytest.raises(ValueError, match="inputs"):
         relu_net(sawtooth_deep(2), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="lr"):
+        train_batched(net, *xor_data(), lr=0.0)
+    with pytest.raises(TypeError, match="x"):
+        forward_batched(net, torch.zeros(4, 2, dtype=torch.int64))
+
+
+def test_select_nets_copies_the_chosen_networks():
+    net = init_batched([2, 3, 1], 5, skip=True, generator=torch.Generator().manual_seed(0))
+    sub = select_nets(net, torch.tensor([4, 1]))
+    assert sub.n_nets == 2 and sub.skip is not None
+    for p, q in zip(sub.parameters(), net.parameters()):
+        torch.testing.assert_close(p, q[[4, 1]])
+    sub.weights[0].add_(1.0)
+    torch.testing.assert_close(net.weights[0][[4, 1]], sub.weights[0] - 1.0)  # a copy, not a view

@@ -12,7 +12,12 @@ import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from d2l_utils.scalar_autograd import Value, draw_graph, topological_order  # noqa: E402
+from d2l_utils.scalar_autograd import (  # noqa: E402
+    Value,
+    draw_graph,
+    graph_layout,
+    topological_order,
+)
 
 UNARY = ["exp", "tanh", "relu", "neg", "square", "logsq"]
 BINARY = ["add", "mul", "sub", "div"]
@@ -152,3 +157,15 @@ def test_draw_graph_returns_axes():
     ax = draw_graph(f)
     assert sum(1 for t in ax.texts if t.get_text()) == len(f.graph())
     plt.close(ax.figure)
+
+
+def test_graph_layout_puts_each_node_left_of_its_users():
+    a, b = Value(1.0), Value(2.0)
+    f = (a * b + b).tanh()
+    position = graph_layout(f)
+    assert len(position) == len(f.graph()) and position[id(f)][0] == max(
+        column for column, _ in position.values())
+    for node in f.graph():
+        for parent in node.parents:
+            assert position[id(parent)][0] < position[id(node)][0]
+    assert len(set(position.values())) == len(position)  # no two boxes on one spot
