@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from d2l_utils.checks import check_number, check_tensor, require
+
 
 def gradient_descent(grad_fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor,
                      lr: float | torch.Tensor, steps: int) -> torch.Tensor:
@@ -23,74 +25,63 @@ def gradient_descent(grad_fn: Callable[[torch.Tensor], torch.Tensor], x0: torch.
         steps: number of updates, at least 0.
 
     Returns:
-        The trajectory ``(steps + 1, *x0.shape)``; row 0 is ``x0``. A diverging run simply
-        grows (to ``inf`` or ``nan``); nothing is clipped.
+        The trajectory ``(steps + 1, *x0.shape)``, row 0 being ``x0``; nothing is clipped.
     """
-    if not isinstance(x0, torch.Tensor) or not x0.is_floating_point():
-        raise TypeError(f"x0 must be a floating-point tensor, got {type(x0).__name__}")
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if (torch.as_tensor(lr) <= 0).any():
-        raise ValueError(f"the learning rate must be positive, got {lr}")
+    check_tensor(x0, "x0", dtype="float")
+    check_number(steps, "steps", low=0, integer=True)
+    require(bool((torch.as_tensor(lr) > 0).all()), f"the learning rate must be positive, got {lr}")
     trajectory = [x0]
     x = x0
     for _ in range(steps):
-        x = x - lr * grad_fn(x)
+        x = x - lr * grad_fn(x)  # (*x0.shape)
         trajectory.append(x)
     return torch.stack(trajectory)
 
 
 # --- chapters/02_gradients/06_gradient_descent.ipynb, cell 5 ---
-def _check_points(x: torch.Tensor, d: int | None = None) -> None:
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"points must be a floating-point tensor, got {type(x).__name__}")
-    if x.ndim == 0 or (d is not None and x.shape[-1] != d):
-        raise ValueError(f"points must have shape (..., {d or 'd'}), got {tuple(x.shape)}")
-
-
 def quadratic(x: torch.Tensor, curvatures: Sequence[float]) -> torch.Tensor:
     """``f(x) = 1/2 sum_i curvatures[i] * x_i**2`` for points ``x`` ``(..., d)``.
 
     Returns the values, shape ``(...)``.
     """
-    _check_points(x, len(curvatures))
+    check_tensor(x, "x", f"... {len(curvatures)}", dtype="float")
     lam = torch.as_tensor(curvatures, dtype=x.dtype, device=x.device)  # (d,)
-    return 0.5 * (lam * x**2).sum(dim=-1)
+    return 0.5 * (lam * x**2).sum(dim=-1)  # (...)
 
 
 def quadratic_grad(x: torch.Tensor, curvatures: Sequence[float]) -> torch.Tensor:
     """Gradient ``curvatures * x`` of ``quadratic``; shape ``(..., d)``."""
-    _check_points(x, len(curvatures))
-    return torch.as_tensor(curvatures, dtype=x.dtype, device=x.device) * x
+    check_tensor(x, "x", f"... {len(curvatures)}", dtype="float")
+    return torch.as_tensor(curvatures, dtype=x.dtype, device=x.device) * x  # (..., d)
 
 
+# --- chapters/02_gradients/06_gradient_descent.ipynb, cell 7 ---
 def rosenbrock(x: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
     """Rosenbrock's valley ``(a - x1)**2 + b (x2 - x1**2)**2`` for points ``x`` ``(..., 2)``.
 
     Returns the values, shape ``(...)``; the minimum is 0, at ``(a, a**2)``.
     """
-    _check_points(x, 2)
-    x1, x2 = x[..., 0], x[..., 1]
+    check_tensor(x, "x", "... 2", dtype="float")
+    x1, x2 = x[..., 0], x[..., 1]  # (...), (...)
     return (a - x1) ** 2 + b * (x2 - x1**2) ** 2
 
 
 def rosenbrock_grad(x: torch.Tensor, a: float = 1.0, b: float = 100.0) -> torch.Tensor:
     """Gradient of ``rosenbrock``, shape ``(..., 2)``."""
-    _check_points(x, 2)
-    x1, x2 = x[..., 0], x[..., 1]
-    inner = x2 - x1**2
-    return torch.stack([-2 * (a - x1) - 4 * b * x1 * inner, 2 * b * inner], dim=-1)
+    check_tensor(x, "x", "... 2", dtype="float")
+    x1, x2 = x[..., 0], x[..., 1]  # (...), (...)
+    inner = x2 - x1**2  # (...)
+    return torch.stack([-2 * (a - x1) - 4 * b * x1 * inner, 2 * b * inner], dim=-1)  # (..., 2)
 
 
-# --- chapters/02_gradients/06_gradient_descent.ipynb, cell 19 ---
+# --- chapters/02_gradients/06_gradient_descent.ipynb, cell 21 ---
 def sgd_step(params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], lr: float) -> None:
     """In place: ``p -= lr * g`` for each parameter and its (mini-batch) gradient."""
-    if len(params) != len(grads):
-        raise ValueError(f"got {len(params)} parameters but {len(grads)} gradients")
+    require(len(params) == len(grads), f"got {len(params)} parameters but {len(grads)} gradients")
     with torch.no_grad():
         for p, g in zip(params, grads, strict=True):
-            if p.shape != g.shape:
-                raise ValueError(f"parameter {tuple(p.shape)} and gradient {tuple(g.shape)} differ")
+            require(p.shape == g.shape, f"parameter {tuple(p.shape)} and gradient "
+                    f"{tuple(g.shape)} differ")
             p -= lr * g
 
 
@@ -100,44 +91,35 @@ def least_squares_grad(w: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> tor
     Args:
         w: ``(d,)`` parameters. X: ``(B, d)`` inputs. y: ``(B,)`` targets.
     """
-    if X.ndim != 2 or y.shape != (len(X),) or w.shape != (X.shape[1],):
-        raise ValueError(f"expected X (B, d), y (B,), w (d,), got {tuple(X.shape)}, "
-                         f"{tuple(y.shape)}, {tuple(w.shape)}")
-    return 2 * X.T @ (X @ w - y) / len(y)
+    B, d = check_tensor(X, "X", "B d").values()
+    check_tensor(y, "y", "B", sizes={"B": B})
+    check_tensor(w, "w", "d", sizes={"d": d})
+    return 2 * X.T @ (X @ w - y) / B  # (d,)
 
 
+# --- chapters/02_gradients/06_gradient_descent.ipynb, cell 23 ---
 def minibatch_sgd(grad_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                   w0: torch.Tensor, X: torch.Tensor, y: torch.Tensor, *,
                   lr: float | Callable[[int], float], batch_size: int, epochs: int,
                   seed: int = 0) -> torch.Tensor:
     """Mini-batch SGD: each epoch shuffles the ``n`` examples and steps once per batch.
 
-    Args:
-        grad_fn: ``grad_fn(w, X_batch, y_batch)`` -> the mean loss's gradient, shaped like ``w``.
-        w0: initial parameters ``(d,)``. X: ``(n, ...)`` inputs. y: ``(n, ...)`` targets.
-        lr: a learning rate, or a function of the update count ``t = 0, 1, ...``.
-        batch_size: ``1`` is stochastic, ``n`` is batch gradient descent; a last, smaller
-            batch is dropped so that all updates use the same size.
-        epochs: passes over the data.
-
-    Returns:
-        The parameters after every update, ``(1 + epochs * (n // batch_size), d)``.
+    ``grad_fn(w, X_batch, y_batch)`` gives the mean loss's gradient, shaped like ``w0 (d,)``;
+    ``lr`` is a number or a function of the update count ``t``; ``batch_size`` 1 is SGD, ``n``
+    batch descent (a last, smaller batch is dropped). Returns every iterate ``(1 + updates, d)``.
     """
     n = len(X)
-    if len(y) != n:
-        raise ValueError(f"X and y hold {n} and {len(y)} examples")
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size must be an int in [1, {n}], got {batch_size!r}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    require(len(y) == n, f"X and y hold {n} and {len(y)} examples")
+    check_number(batch_size, "batch_size", low=1, high=n, integer=True)
+    check_number(epochs, "epochs", low=1, integer=True)
     schedule = lr if callable(lr) else (lambda t: lr)
     generator = torch.Generator().manual_seed(seed)
     w, trajectory, t = w0.clone(), [w0.clone()], 0
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator).to(X.device)
+        order = torch.randperm(n, generator=generator).to(X.device)  # (n,)
         for start in range(0, n - batch_size + 1, batch_size):
-            rows = order[start:start + batch_size]
+            rows = order[start:start + batch_size]  # (batch_size,)
             sgd_step([w], [grad_fn(w, X[rows], y[rows])], schedule(t))
             trajectory.append(w.clone())
             t += 1
-    return torch.stack(trajectory)
+    return torch.stack(trajectory)  # (updates + 1, d)

@@ -10,20 +10,18 @@ from dataclasses import dataclass
 
 import torch
 
+from d2l_utils.checks import check_number, check_tensor, require
+
 
 def boolean_cube(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """All ``2**n`` binary input vectors ``(2**n, n)``, in counting order (first bit slowest).
-
-    Raises:
-        ValueError: ``n`` is not a positive int.
-    """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    """All ``2**n`` binary input vectors ``(2**n, n)``, in counting order (first bit slowest)."""
+    check_number(n, "n", low=1, integer=True)
     codes = torch.arange(2**n).unsqueeze(1)  # (2**n, 1)
     bits = 2 ** torch.arange(n - 1, -1, -1)  # (n,): most significant bit first
-    return ((codes // bits) % 2).to(dtype)
+    return ((codes // bits) % 2).to(dtype)  # (2**n, n)
 
 
+# --- chapters/01_origins/04_perceptron.ipynb, cell 5 ---
 def threshold_unit(inputs: torch.Tensor, weights: torch.Tensor,
                    threshold: float | torch.Tensor) -> torch.Tensor:
     """A McCulloch–Pitts style threshold unit: 1 where ``inputs @ weights >= threshold``, else 0.
@@ -36,16 +34,13 @@ def threshold_unit(inputs: torch.Tensor, weights: torch.Tensor,
     Returns:
         ``(N,)`` (or a 0-d tensor) of zeros and ones, in the dtype of ``inputs``.
     """
-    if not isinstance(inputs, torch.Tensor) or not isinstance(weights, torch.Tensor):
-        raise TypeError("inputs and weights must be torch tensors")
-    if weights.ndim != 1 or inputs.ndim not in (1, 2) or inputs.shape[-1] != len(weights):
-        raise ValueError(f"expected inputs (N, d) or (d,) and weights (d,), got "
-                         f"{tuple(inputs.shape)} and {tuple(weights.shape)}")
+    (d,) = check_tensor(weights, "weights", "d").values()
+    check_tensor(inputs, "inputs", "... d", sizes={"d": d})
     total = inputs @ weights.to(inputs.device, inputs.dtype)  # (N,) weighted sums
-    return (total >= threshold).to(inputs.dtype)
+    return (total >= threshold).to(inputs.dtype)  # (N,)
 
 
-# --- chapters/01_origins/04_perceptron.ipynb, cell 5 ---
+# --- chapters/01_origins/04_perceptron.ipynb, cell 7 ---
 def and_gate(inputs: torch.Tensor) -> torch.Tensor:
     """Logical AND of two binary inputs, ``(N, 2) -> (N,)``, as one threshold unit."""
     return threshold_unit(inputs, torch.tensor([1.0, 1.0]), 2.0)
@@ -61,32 +56,23 @@ def not_gate(inputs: torch.Tensor) -> torch.Tensor:
     return threshold_unit(inputs, torch.tensor([-1.0]), 0.0)
 
 
-# --- chapters/01_origins/04_perceptron.ipynb, cell 10 ---
+# --- chapters/01_origins/04_perceptron.ipynb, cell 12 ---
 def xor_gate(inputs: torch.Tensor) -> torch.Tensor:
-    """Exclusive or of two binary inputs, ``(N, 2) -> (N,)``, with two layers of threshold units."""
+    """Exclusive or of two binary inputs, ``(N, 2) -> (N,)``, by two layers of threshold units."""
     only_first = threshold_unit(inputs, torch.tensor([1.0, -1.0]), 1.0)   # x1 and not x2
     only_second = threshold_unit(inputs, torch.tensor([-1.0, 1.0]), 1.0)  # x2 and not x1
     hidden = torch.stack([only_first, only_second], dim=-1)  # (N, 2)
     return or_gate(hidden)
 
 
-# --- chapters/01_origins/04_perceptron.ipynb, cell 13 ---
+# --- chapters/01_origins/04_perceptron.ipynb, cell 15 ---
 def check_labelled(inputs: torch.Tensor, labels: torch.Tensor) -> None:
-    """Check a perceptron dataset: ``inputs (..., N, d)`` floating, ``labels (..., N)`` in {-1, +1}.
-
-    Raises:
-        TypeError: not tensors, or ``inputs`` is not floating point.
-        ValueError: shapes do not match or a label is not -1 or +1.
-    """
-    if not isinstance(inputs, torch.Tensor) or not isinstance(labels, torch.Tensor):
-        raise TypeError("inputs and labels must be torch tensors")
-    if not inputs.is_floating_point():
-        raise TypeError(f"inputs must be floating point, got {inputs.dtype}")
-    if inputs.ndim < 2 or labels.shape != inputs.shape[:-1]:
-        raise ValueError(f"expected inputs (..., N, d) and labels (..., N), got "
-                         f"{tuple(inputs.shape)} and {tuple(labels.shape)}")
-    if not bool(((labels == 1) | (labels == -1)).all()):
-        raise ValueError("labels must be -1 or +1")
+    """Check a dataset: ``inputs (..., N, d)`` floating point, ``labels (..., N)`` in {-1, +1}."""
+    check_tensor(inputs, "inputs", "... N d", dtype="float")
+    check_tensor(labels, "labels")
+    require(labels.shape == inputs.shape[:-1], f"labels must have shape (..., N) = "
+            f"{tuple(inputs.shape[:-1])}, got {tuple(labels.shape)}")
+    require(bool(((labels == 1) | (labels == -1)).all()), "labels must be -1 or +1")
 
 
 def add_bias(inputs: torch.Tensor) -> torch.Tensor:
@@ -111,7 +97,7 @@ def perceptron_update(weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     return weights + (mistake * y).unsqueeze(-1) * x, mistake
 
 
-# --- chapters/01_origins/04_perceptron.ipynb, cell 15 ---
+# --- chapters/01_origins/04_perceptron.ipynb, cell 17 ---
 @dataclass
 class PerceptronResult:
     """The outcome of ``perceptron_train``; ``S`` is absent for a single dataset.
@@ -129,55 +115,43 @@ class PerceptronResult:
     converged: torch.Tensor
 
 
+def perceptron_predict(weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Labels +1 where ``inputs @ weights > 0``, else -1: ``(d,), (N, d) -> (N,)``."""
+    (d,) = check_tensor(weights, "weights", "d").values()
+    check_tensor(inputs, "inputs", "N d", sizes={"d": d})
+    return torch.where(inputs @ weights > 0, 1, -1)  # (N,)
+
+
+# --- chapters/01_origins/04_perceptron.ipynb, cell 19 ---
 def perceptron_train(inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int = 100,
                      weights: torch.Tensor | None = None) -> PerceptronResult:
     """Rosenblatt's perceptron: cycle through the examples in order, updating on every mistake.
 
-    Stops after the first epoch in which no dataset makes a mistake, or after ``epochs``.
-    Fold a threshold in with ``add_bias`` first if you want one.
-
-    Args:
-        inputs: ``(N, d)`` one dataset, or ``(S, N, d)`` for ``S`` datasets trained at once.
-        labels: ``(N,)`` or ``(S, N)``, each -1 or +1.
-        epochs: the most passes over the data.
-        weights: initial weights ``(d,)`` or ``(S, d)``; zeros by default.
+    ``inputs (N, d)`` and ``labels (N,)``, or stacks ``(S, N, d)``, ``(S, N)`` trained at once;
+    ``weights`` start at zero unless given. Stops after an epoch without mistakes, or ``epochs``.
     """
     check_labelled(inputs, labels)
-    if inputs.ndim not in (2, 3):
-        raise ValueError(f"inputs must be (N, d) or (S, N, d), got {tuple(inputs.shape)}")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    require(inputs.ndim in (2, 3), f"inputs must be (N, d) or (S, N, d), got {tuple(inputs.shape)}")
+    check_number(epochs, "epochs", low=1, integer=True)
     single = inputs.ndim == 2
-    x = inputs.unsqueeze(0) if single else inputs  # (S, N, d)
-    y = (labels.unsqueeze(0) if single else labels).to(x.dtype)  # (S, N)
-    w = torch.zeros_like(x[:, 0]) if weights is None else weights.to(x.device, x.dtype)
-    w = w.reshape(x[:, 0].shape)  # (S, d)
+    x, y = (inputs[None], labels[None]) if single else (inputs, labels)  # (S, N, d), (S, N)
+    w = torch.zeros_like(x[:, 0]) if weights is None else weights.to(x).reshape(x[:, 0].shape)
     per_epoch = []
     for _ in range(epochs):
         count = torch.zeros(len(x), dtype=torch.long, device=x.device)  # (S,)
         for i in range(x.shape[1]):
-            w, mistake = perceptron_update(w, x[:, i], y[:, i])
+            w, mistake = perceptron_update(w, x[:, i], y[:, i])  # (S, d), (S,)
             count += mistake
         per_epoch.append(count)
         if not bool(count.any()):
             break
-    epoch_mistakes = torch.stack(per_epoch)  # (epochs_run, S)
-    result = PerceptronResult(w, epoch_mistakes.sum(0), epoch_mistakes, epoch_mistakes[-1] == 0)
+    mistakes = torch.stack(per_epoch)  # (epochs_run, S)
     if single:
-        result = PerceptronResult(w[0], result.mistakes[0], epoch_mistakes[:, 0],
-                                  result.converged[0])
-    return result
+        w, mistakes = w[0], mistakes[:, 0]  # drop the stack axis again
+    return PerceptronResult(w, mistakes.sum(0), mistakes, mistakes[-1] == 0)
 
 
-def perceptron_predict(weights: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-    """Labels +1 where ``inputs @ weights > 0``, else -1: ``(d,), (N, d) -> (N,)``."""
-    if weights.ndim != 1 or inputs.ndim != 2 or inputs.shape[1] != len(weights):
-        raise ValueError(f"expected weights (d,) and inputs (N, d), got "
-                         f"{tuple(weights.shape)} and {tuple(inputs.shape)}")
-    return torch.where(inputs @ weights > 0, 1, -1)
-
-
-# --- chapters/01_origins/04_perceptron.ipynb, cell 20 ---
+# --- chapters/01_origins/04_perceptron.ipynb, cell 24 ---
 def perceptron_criterion(weights: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor
                          ) -> torch.Tensor:
     """The perceptron criterion ``sum_i max(0, -y_i w.x_i)``: ``(d,), (N, d), (N,) -> ()``.
@@ -189,7 +163,7 @@ def perceptron_criterion(weights: torch.Tensor, inputs: torch.Tensor, labels: to
     return torch.clamp(-labels.to(inputs.dtype) * (inputs @ weights), min=0).sum()
 
 
-# --- chapters/01_origins/04_perceptron.ipynb, cell 25 ---
+# --- chapters/01_origins/04_perceptron.ipynb, cell 29 ---
 def radius(inputs: torch.Tensor) -> torch.Tensor:
     """``R = max_i ||x_i||``: ``(..., N, d) -> (...)``."""
     return inputs.norm(dim=-1).amax(dim=-1)
@@ -211,15 +185,14 @@ def novikoff_bound(weights: torch.Tensor, inputs: torch.Tensor, labels: torch.Te
                    ) -> torch.Tensor:
     """Novikoff's mistake bound ``(R / gamma)**2`` for the separator ``weights``, shape ``(...)``.
 
-    Raises:
-        ValueError: ``weights`` does not separate the data with a positive margin.
+    Raises ``ValueError`` if ``weights`` does not separate the data with a positive margin.
     """
-    gamma = margin(weights, inputs, labels)
-    if not bool((gamma > 0).all()):
-        raise ValueError("the given weights do not separate the data (margin <= 0)")
+    gamma = margin(weights, inputs, labels)  # (...)
+    require(bool((gamma > 0).all()), "the given weights do not separate the data (margin <= 0)")
     return (radius(inputs) / gamma) ** 2
 
 
+# --- chapters/01_origins/04_perceptron.ipynb, cell 31 ---
 def separable_data(num_sets: int, n: int, d: int, gamma: float | torch.Tensor,
                    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -235,10 +208,10 @@ def separable_data(num_sets: int, n: int, d: int, gamma: float | torch.Tensor,
         ``inputs (num_sets, n, d)``, ``labels (num_sets, n)`` in {-1, +1} (float) and
         ``w_star (num_sets, d)`` of unit length.
     """
-    w_star = torch.randn(num_sets, d, generator=generator, dtype=dtype)
-    w_star = w_star / w_star.norm(dim=1, keepdim=True)
-    x = torch.randn(num_sets, n, d, generator=generator, dtype=dtype)
-    side = (x @ w_star.unsqueeze(-1)).squeeze(-1)  # (num_sets, n)
-    labels = torch.where(side >= 0, 1.0, -1.0).to(dtype)
-    push = torch.as_tensor(gamma, dtype=dtype).reshape(-1, 1, 1) * labels.unsqueeze(-1)
+    w_star = torch.randn(num_sets, d, generator=generator, dtype=dtype)  # (S, d), S = num_sets
+    w_star = w_star / w_star.norm(dim=1, keepdim=True)  # (S, d), unit rows
+    x = torch.randn(num_sets, n, d, generator=generator, dtype=dtype)  # (S, n, d)
+    side = (x @ w_star.unsqueeze(-1)).squeeze(-1)  # (S, n)
+    labels = torch.where(side >= 0, 1.0, -1.0).to(dtype)  # (S, n)
+    push = torch.as_tensor(gamma, dtype=dtype).reshape(-1, 1, 1) * labels.unsqueeze(-1)  # (S, n, 1)
     return x + push * w_star.unsqueeze(1), labels, w_star

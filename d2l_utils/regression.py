@@ -8,21 +8,13 @@ from __future__ import annotations
 # --- chapters/02_gradients/05_regression.ipynb, cell 3 ---
 import torch
 
-
-def _check_regression_data(X: torch.Tensor, y: torch.Tensor) -> None:
-    if not (isinstance(X, torch.Tensor) and isinstance(y, torch.Tensor)):
-        raise TypeError(f"X and y must be tensors, got {type(X).__name__} and {type(y).__name__}")
-    if not (X.is_floating_point() and y.is_floating_point()):
-        raise TypeError(f"X and y must be floating point, got {X.dtype} and {y.dtype}")
-    if X.ndim != 2 or y.ndim != 1 or len(X) != len(y):
-        raise ValueError(f"expected X (n, d) and y (n,), got {tuple(X.shape)} and {tuple(y.shape)}")
+from d2l_utils.checks import check_tensor, require
 
 
 def squared_error(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean squared error of ``predictions`` (n,) against ``targets`` (n,); a 0-d tensor."""
-    if predictions.shape != targets.shape:
-        raise ValueError(f"predictions {tuple(predictions.shape)} and targets "
-                         f"{tuple(targets.shape)} must have the same shape")
+    require(predictions.shape == targets.shape, f"predictions {tuple(predictions.shape)} and "
+            f"targets {tuple(targets.shape)} must have the same shape")
     return ((predictions - targets) ** 2).mean()
 
 
@@ -30,20 +22,18 @@ def linear_regression_gradients(X: torch.Tensor, y: torch.Tensor, w: torch.Tenso
                                 b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Hand-derived gradients of the mean squared error of ``X @ w + b`` against ``y``.
 
-    Args:
-        X: ``(n, d)`` inputs. y: ``(n,)`` targets. w: ``(d,)`` weights. b: ``()`` bias.
-
-    Returns:
-        ``(grad_w (d,), grad_b ())``: ``2/n X^T r`` and ``2/n sum(r)`` with ``r = X w + b - y``.
+    Shapes: ``X (n, d)``, ``y (n,)``, ``w (d,)``, ``b ()``. Returns ``(grad_w (d,), grad_b ())``:
+    ``2/n X^T r`` and ``2/n sum(r)`` with the residuals ``r = X w + b - y``.
     """
-    _check_regression_data(X, y)
-    if w.shape != (X.shape[1],) or b.ndim != 0:
-        raise ValueError(f"expected w ({X.shape[1]},) and a 0-d b, got {tuple(w.shape)} and "
-                         f"{tuple(b.shape)}")
+    n, d = check_tensor(X, "X", "n d", dtype="float").values()
+    check_tensor(y, "y", "n", dtype="float", sizes={"n": n})
+    check_tensor(w, "w", "d", sizes={"d": d})
+    check_tensor(b, "b", "")
     residuals = X @ w + b - y  # (n,)
-    return 2 * X.T @ residuals / len(y), 2 * residuals.mean()
+    return 2 * X.T @ residuals / n, 2 * residuals.mean()  # (d,), ()
 
 
+# --- chapters/02_gradients/05_regression.ipynb, cell 5 ---
 def linear_regression_step(X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                            lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One gradient-descent step on the mean squared error; returns the new ``(w, b)``."""
@@ -59,14 +49,15 @@ def fit_least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, t
     Computed in float64 on the CPU (Apple's MPS has no float64); returned on ``X``'s device,
     in its dtype.
     """
-    _check_regression_data(X, y)
+    (n,) = check_tensor(y, "y", "n", dtype="float").values()
+    check_tensor(X, "X", "n d", dtype="float", sizes={"n": n})
     X64, y64 = X.cpu().double(), y.cpu().double()
     A = torch.cat([X64, torch.ones(len(X64), 1, dtype=torch.float64)], dim=1)  # (n, d + 1)
     solution = torch.linalg.pinv(A.T @ A, hermitian=True) @ (A.T @ y64)  # (d + 1,)
     return solution[:-1].to(X.device, X.dtype), solution[-1].to(X.device, X.dtype)
 
 
-# --- chapters/02_gradients/05_regression.ipynb, cell 20 ---
+# --- chapters/02_gradients/05_regression.ipynb, cell 22 ---
 def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Numerically stable log-softmax along ``dim`` (the log-sum-exp trick). Shape preserved.
 
@@ -74,14 +65,10 @@ def log_softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     neither overflow nor underflow. Rows that contain ``+inf`` or only ``-inf`` give ``nan``,
     as in ``torch.log_softmax``.
     """
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating-point tensor, got "
-                        f"{getattr(logits, 'dtype', type(logits).__name__)}")
-    if logits.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
+    check_tensor(logits, "logits", "... C", dtype="float")
     m = logits.detach().amax(dim=dim, keepdim=True)  # the shift does not change the value
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    shifted = logits - m
+    shifted = logits - m  # every entry <= 0
     return shifted - torch.log(torch.exp(shifted).sum(dim=dim, keepdim=True))
 
 
@@ -90,22 +77,18 @@ def softmax(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.exp(log_softmax(logits, dim))
 
 
+# --- chapters/02_gradients/05_regression.ipynb, cell 24 ---
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` (B, C) against integer ``labels`` (B,); a 0-d tensor."""
-    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
-        raise TypeError(f"labels must be an int64 tensor, got "
-                        f"{getattr(labels, 'dtype', type(labels).__name__)}")
-    if logits.ndim != 2 or labels.shape != (len(logits),):
-        raise ValueError(f"expected logits (B, C) and labels (B,), got {tuple(logits.shape)} "
-                         f"and {tuple(labels.shape)}")
-    if len(labels) and (labels.min() < 0 or labels.max() >= logits.shape[1]):
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got "
-                         f"[{labels.min().item()}, {labels.max().item()}]")
+    B, C = check_tensor(logits, "logits", "B C", dtype="float").values()
+    check_tensor(labels, "labels", "B", dtype=torch.int64, sizes={"B": B})
+    require(B == 0 or bool(labels.min() >= 0 and labels.max() < C),
+            f"labels must lie in [0, {C}), got values in [{labels.min()}, {labels.max()}]")
     log_probs = log_softmax(logits, dim=1)  # (B, C)
-    return -log_probs.gather(1, labels[:, None]).mean()
+    return -log_probs.gather(1, labels[:, None]).mean()  # gather: (B, 1)
 
 
-# --- chapters/02_gradients/05_regression.ipynb, cell 24 ---
+# --- chapters/02_gradients/05_regression.ipynb, cell 28 ---
 class SoftmaxRegression:
     """Softmax regression with hand-derived gradients (no autograd).
 
@@ -115,18 +98,17 @@ class SoftmaxRegression:
 
     def __init__(self, num_inputs: int, num_classes: int, *, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
-        if num_inputs < 1 or num_classes < 2:
-            raise ValueError(f"need num_inputs >= 1 and num_classes >= 2, got {num_inputs} "
-                             f"and {num_classes}")
-        self.W = torch.zeros(num_inputs, num_classes, device=device, dtype=dtype)
-        self.b = torch.zeros(num_classes, device=device, dtype=dtype)
+        require(num_inputs >= 1 and num_classes >= 2, f"need num_inputs >= 1 and num_classes "
+                f">= 2, got {num_inputs} and {num_classes}")
+        self.W = torch.zeros(num_inputs, num_classes, device=device, dtype=dtype)  # (d, C)
+        self.b = torch.zeros(num_classes, device=device, dtype=dtype)  # (C,)
 
     def __call__(self, X: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C)`` of inputs ``X`` ``(B, d)``."""
-        if X.ndim != 2 or X.shape[1] != self.W.shape[0]:
-            raise ValueError(f"expected inputs (B, {self.W.shape[0]}), got {tuple(X.shape)}")
-        return X @ self.W + self.b
+        check_tensor(X, "X", "B d", sizes={"d": self.W.shape[0]})
+        return X @ self.W + self.b  # (B, C)
 
+    # --- chapters/02_gradients/05_regression.ipynb, cell 30 (SoftmaxRegression, continued) ---
     def gradients(self, X: torch.Tensor, labels: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean cross-entropy on ``(X (B, d), labels (B,))`` and its gradients.
@@ -134,16 +116,15 @@ class SoftmaxRegression:
         Returns:
             ``(loss (), grad_W (d, C), grad_b (C,))``, from d loss / d logits = (P - Y) / B.
         """
-        if labels.dtype != torch.int64 or labels.shape != (len(X),):
-            raise ValueError(f"expected int64 labels ({len(X)},), got {labels.dtype} "
-                             f"{tuple(labels.shape)}")
+        require(labels.dtype == torch.int64 and labels.shape == (len(X),), f"expected int64 "
+                f"labels ({len(X)},), got {labels.dtype} {tuple(labels.shape)}")
         log_probs = log_softmax(self(X), dim=1)  # (B, C)
-        rows = torch.arange(len(labels), device=X.device)
+        rows = torch.arange(len(labels), device=X.device)  # (B,)
         loss = -log_probs[rows, labels].mean()
         delta = torch.exp(log_probs)  # (B, C): P, then P - Y, then (P - Y) / B
         delta[rows, labels] -= 1
         delta /= len(labels)
-        return loss, X.T @ delta, delta.sum(dim=0)
+        return loss, X.T @ delta, delta.sum(dim=0)  # (), (d, C), (C,)
 
     def step(self, X: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
         """One gradient step with learning rate ``lr`` on the batch; returns the batch loss."""

@@ -156,3 +156,15 @@ def test_minibatch_sgd_errors():
         minibatch_sgd(least_squares_grad, w0, X, y, lr=0.1, batch_size=2, epochs=0)
     with pytest.raises(ValueError):
         least_squares_grad(torch.zeros(3), X, y)
+
+
+def test_error_messages_say_what_was_expected():
+    X, y, w0 = torch.randn(10, 2), torch.randn(10), torch.zeros(2)
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 10\]"):
+        minibatch_sgd(least_squares_grad, w0, X, y, lr=0.1, batch_size=11, epochs=1)
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        gradient_descent(lambda x: x, torch.ones(2), 0.0, 3)
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\. 2\)"):
+        rosenbrock(torch.ones(3))
+    with pytest.raises(TypeError, match="x must have a floating-point dtype"):
+        quadratic(torch.ones(2, dtype=torch.int64), (1.0, 2.0))

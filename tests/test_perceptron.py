@@ -166,3 +166,24 @@ def test_other_bad_arguments_raise():
     with pytest.raises(ValueError):  # w does not separate: margin <= 0
         novikoff_bound(torch.tensor([1.0, 0.0]), torch.tensor([[1.0, 0.0], [1.0, 1.0]]),
                        torch.tensor([1, -1]))
+
+
+def test_error_messages_say_what_was_expected():
+    x = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match=r"labels must have shape \(\.\.\., N\)"):
+        perceptron_train(x, torch.ones(3))
+    with pytest.raises(ValueError, match="labels must be -1 or \\+1"):
+        perceptron_train(x, torch.tensor([1, -1, 1, 0]))
+    with pytest.raises(TypeError, match="inputs must have a floating-point dtype"):
+        perceptron_train(x.long(), torch.ones(4))
+    with pytest.raises(ValueError, match="epochs must be in"):
+        perceptron_train(x, torch.ones(4), epochs=0)
+    with pytest.raises(ValueError, match="weights must have shape"):
+        threshold_unit(torch.zeros(3, 2), torch.zeros(2, 1), 0.0)
+
+
+def test_threshold_unit_accepts_one_input_and_stacks():
+    weights = torch.tensor([1.0, 1.0])
+    assert threshold_unit(torch.tensor([1.0, 1.0]), weights, 2.0).item() == 1.0
+    stacked = threshold_unit(boolean_cube(2).expand(3, 4, 2), weights, 1.0)  # (3, 4)
+    assert stacked.tolist() == [[0.0, 1.0, 1.0, 1.0]] * 3

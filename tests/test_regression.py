@@ -210,3 +210,18 @@ def test_softmax_regression_errors():
         SoftmaxRegression(4, 3).gradients(torch.randn(2, 4), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError):
         SoftmaxRegression(4, 3).gradients(torch.randn(2, 4), torch.tensor([0, 1, 2]))
+
+
+def test_error_messages_say_what_was_expected():
+    logits = torch.randn(4, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        cross_entropy(logits, torch.tensor([0, 1, 2, 3]))
+    with pytest.raises(TypeError, match="labels must have torch.int64"):
+        cross_entropy(logits, torch.zeros(4))
+    with pytest.raises(ValueError, match="y must have shape"):
+        fit_least_squares(torch.randn(5, 2), torch.randn(5, 1))
+    with pytest.raises(ValueError, match="w must have shape"):
+        linear_regression_gradients(torch.randn(5, 2), torch.randn(5), torch.zeros(3),
+                                    torch.zeros(()))
+    with pytest.raises(ValueError, match="X must have shape"):
+        SoftmaxRegression(4, 3)(torch.randn(2, 5))
