@@ -11,35 +11,26 @@ from collections.abc import Callable
 
 import torch
 
+from d2l_utils.checks import check_tensor, require
+
 Activation = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _check_float(x: torch.Tensor) -> None:
-    """Raise TypeError unless ``x`` is a floating-point tensor."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected a floating-point tensor, got dtype {x.dtype}")
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
     """Logistic sigmoid 1 / (1 + exp(-x)), computed without overflow. Any shape, same shape out."""
-    _check_float(x)
     e = torch.exp(torch.where(x >= 0, -x, x))  # exp(-|x|) in (0, 1]: cannot overflow
     return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def sigmoid_grad(x: torch.Tensor) -> torch.Tensor:
     """Derivative sigma(x) (1 - sigma(x)) = e / (1 + e)^2 with e = exp(-|x|). Same shape as x."""
-    _check_float(x)
     e = torch.exp(-x.abs())
     return e / (1 + e) ** 2
 
 
-# --- chapters/03_training/09_activations.ipynb, cell 10 ---
+# --- chapters/03_training/09_activations.ipynb, cell 12 ---
 def tanh(x: torch.Tensor) -> torch.Tensor:
     """Hyperbolic tangent via expm1, without overflow. Same shape as x."""
-    _check_float(x)
     t = torch.expm1(2 * torch.where(x >= 0, -x, x))  # exp(-2|x|) - 1, in (-1, 0]
     return torch.where(x >= 0, -t / (2 + t), t / (2 + t))
 
@@ -49,88 +40,81 @@ def tanh_grad(x: torch.Tensor) -> torch.Tensor:
     return 1 - tanh(x) ** 2
 
 
+# --- chapters/03_training/09_activations.ipynb, cell 14 ---
 def relu(x: torch.Tensor) -> torch.Tensor:
     """max(0, x) elementwise. Same shape as x."""
-    _check_float(x)
     return torch.where(x > 0, x, torch.zeros_like(x))
 
 
 def relu_grad(x: torch.Tensor) -> torch.Tensor:
     """1 where x > 0, else 0 (the value PyTorch uses at x = 0). Same shape as x."""
-    _check_float(x)
     return (x > 0).to(x.dtype)
 
 
 def leaky_relu(x: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
     """x where x > 0, else negative_slope * x. Same shape as x."""
-    _check_float(x)
     return torch.where(x > 0, x, negative_slope * x)
 
 
 def leaky_relu_grad(x: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
     """1 where x > 0, else negative_slope. Same shape as x."""
-    _check_float(x)
     return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, negative_slope))
 
 
-# --- chapters/03_training/09_activations.ipynb, cell 12 ---
+# --- chapters/03_training/09_activations.ipynb, cell 16 ---
 def _slope_view(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Reshape PReLU's weight (1,) or (C,) so that it broadcasts over x (B, C, ...)."""
-    _check_float(weight)
-    if weight.ndim != 1 or (weight.numel() != 1 and (x.ndim < 2 or x.shape[1] != weight.numel())):
-        raise ValueError(f"PReLU weight must have shape (1,) or (C,) with C = x.shape[1]; got "
-                         f"weight {tuple(weight.shape)} for x {tuple(x.shape)}")
+    check_tensor(weight, "PReLU weight", "P", dtype="float")
+    require(weight.numel() == 1 or (x.ndim >= 2 and x.shape[1] == weight.numel()),
+            f"PReLU weight must have shape (1,) or (C,) with C = x.shape[1]; got "
+            f"weight {tuple(weight.shape)} for x {tuple(x.shape)}")
     if weight.numel() == 1:
         return weight.reshape(())
-    return weight.reshape(1, -1, *([1] * (x.ndim - 2)))
+    return weight.reshape(1, -1, *([1] * (x.ndim - 2)))  # (1, C, 1, ...)
 
 
 def prelu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """x where x > 0, else a * x; weight a has shape (1,) or (C,) for x of shape (B, C, ...)."""
-    _check_float(x)
     return torch.where(x > 0, x, _slope_view(x, weight) * x)
 
 
 def prelu_grad(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Elementwise (df/dx, df/da), both shaped like x; sum df/da over positions sharing a."""
-    _check_float(x)
     a = _slope_view(x, weight)
     positive = x > 0
-    grad_x = torch.where(positive, torch.ones_like(x), a.expand_as(x))
-    grad_a = torch.where(positive, torch.zeros_like(x), x)
+    grad_x = torch.where(positive, torch.ones_like(x), a.expand_as(x))  # (B, C, ...)
+    grad_a = torch.where(positive, torch.zeros_like(x), x)  # (B, C, ...)
     return grad_x, grad_a
 
 
-# --- chapters/03_training/09_activations.ipynb, cell 14 ---
+# --- chapters/03_training/09_activations.ipynb, cell 18 ---
 def elu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """x where x > 0, else alpha * (exp(x) - 1). Same shape as x."""
-    _check_float(x)
     return torch.where(x > 0, x, alpha * torch.expm1(x.clamp(max=0)))
 
 
 def elu_grad(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """1 where x > 0, else alpha * exp(x). Same shape as x."""
-    _check_float(x)
     return torch.where(x > 0, torch.ones_like(x), alpha * torch.exp(x.clamp(max=0)))
 
 
+# --- chapters/03_training/09_activations.ipynb, cell 20 ---
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """x * Phi(x) with Phi the standard normal CDF (the exact erf form). Same shape as x."""
-    _check_float(x)
     return x * _normal_cdf(x)
 
 
 def gelu_grad(x: torch.Tensor) -> torch.Tensor:
     """Phi(x) + x * phi(x), phi the standard normal density. Same shape as x."""
-    _check_float(x)
     density = torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
     return _normal_cdf(x) + x * density
 
 
+# --- chapters/03_training/09_activations.ipynb, cell 22 ---
 def silu(x: torch.Tensor) -> torch.Tensor:
     """x * sigmoid(x), also called Swish. Same shape as x."""
     return x * sigmoid(x)
@@ -142,22 +126,18 @@ def silu_grad(x: torch.Tensor) -> torch.Tensor:
     return s * (1 + x * (1 - s))
 
 
+# --- chapters/03_training/09_activations.ipynb, cell 24 ---
 PRELU_SLOPE = 0.25  # nn.PReLU's initial slope, used when PReLU is listed with a fixed slope
-
-
-def _fixed_slope(x: torch.Tensor) -> torch.Tensor:
-    _check_float(x)
-    return torch.tensor([PRELU_SLOPE], dtype=x.dtype, device=x.device)
 
 
 def prelu_fixed(x: torch.Tensor) -> torch.Tensor:
     """PReLU with its slope frozen at PRELU_SLOPE. Same shape as x."""
-    return prelu(x, _fixed_slope(x))
+    return torch.where(x > 0, x, PRELU_SLOPE * x)
 
 
 def prelu_fixed_grad(x: torch.Tensor) -> torch.Tensor:
     """d/dx of prelu_fixed: 1 where x > 0, else PRELU_SLOPE. Same shape as x."""
-    return prelu_grad(x, _fixed_slope(x))[0]
+    return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, PRELU_SLOPE))
 
 
 ACTIVATIONS: dict[str, tuple[Activation, Activation]] = {

@@ -13,12 +13,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from d2l_utils.checks import check_tensor, require
+
 
 def fans(shape: Sequence[int]) -> tuple[int, int]:
     """(fan_in, fan_out) of a weight of shape (out, in, *kernel), as PyTorch counts them."""
     shape = tuple(shape)
-    if len(shape) < 2 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"a weight shape needs at least 2 positive int dimensions, got {shape}")
+    require(len(shape) >= 2 and all(isinstance(s, int) and s >= 1 for s in shape),
+            f"a weight shape needs at least 2 positive int dimensions, got {shape}")
     receptive_field = math.prod(shape[2:])
     return shape[1] * receptive_field, shape[0] * receptive_field
 
@@ -26,8 +28,8 @@ def fans(shape: Sequence[int]) -> tuple[int, int]:
 def _empty(shape, generator, dtype) -> torch.Tensor:
     """Weights to fill on the generator's device (the CPU without one); callers then move them:
     a generator draws only on its own device, and the same seed gives the same weights anywhere."""
-    if not dtype.is_floating_point:
-        raise TypeError(f"initial weights must have a floating dtype, got {dtype}")
+    require(dtype.is_floating_point, f"initial weights must have a floating dtype, got {dtype}",
+            TypeError)
     return torch.empty(shape, dtype=dtype, device=generator.device if generator else "cpu")
 
 
@@ -39,6 +41,7 @@ def _normal(shape, std, generator, dtype, device) -> torch.Tensor:
     return _empty(shape, generator, dtype).normal_(0.0, std, generator=generator).to(device)
 
 
+# --- chapters/03_training/10_initialisation.ipynb, cell 5 ---
 def standard_uniform(shape: Sequence[int], *, generator: torch.Generator | None = None,
                      dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
     """Glorot and Bengio's "standard" rule U[-1/sqrt(fan_in), 1/sqrt(fan_in)]."""
@@ -62,15 +65,14 @@ def xavier_normal(shape: Sequence[int], *, gain: float = 1.0,
     return _normal(shape, gain * math.sqrt(2 / (fan_in + fan_out)), generator, dtype, device)
 
 
-# --- chapters/03_training/10_initialisation.ipynb, cell 5 ---
+# --- chapters/03_training/10_initialisation.ipynb, cell 7 ---
 def he_gain(negative_slope: float = 0.0) -> float:
     """sqrt(2 / (1 + slope^2)): the gain that preserves scale through a (leaky) ReLU."""
     return math.sqrt(2 / (1 + negative_slope**2))
 
 
 def _he_fan(shape: Sequence[int], mode: str) -> int:
-    if mode not in ("fan_in", "fan_out"):
-        raise ValueError(f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
+    require(mode in ("fan_in", "fan_out"), f"mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = fans(shape)
     return fan_in if mode == "fan_in" else fan_out
 
@@ -95,7 +97,7 @@ kaiming_normal = he_normal
 kaiming_uniform = he_uniform
 
 
-# --- chapters/03_training/10_initialisation.ipynb, cell 11 ---
+# --- chapters/03_training/10_initialisation.ipynb, cell 13 ---
 @dataclass
 class LayerStats:
     """Per-layer standard deviations; index 0 is the layer nearest the input.
@@ -111,23 +113,23 @@ class LayerStats:
     weight_grad_std: list[float]
 
 
+# --- chapters/03_training/10_initialisation.ipynb, cell 15 ---
 def record_layer_stats(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor,
                        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
                        = nn.functional.cross_entropy) -> LayerStats:
     """Forward x (B, in) through model, backpropagate loss_fn(output, y), return LayerStats."""
-    if not isinstance(model, nn.Sequential):
-        raise TypeError(f"model must be an nn.Sequential, got {type(model).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
-        raise TypeError("x must be a floating-point tensor with a batch dimension (B, ...)")
-    hiddens, weights, out = [], [], x
+    require(isinstance(model, nn.Sequential),
+            f"model must be an nn.Sequential, got {type(model).__name__}", TypeError)
+    check_tensor(x, "x", "B ...", dtype="float")
+    hiddens, weights, out = [], [], x  # out: (B, in), then each layer's output
     for module in model:
         out = module(out)
         if isinstance(module, nn.Linear):
             weights.append(module.weight)
         else:
             hiddens.append(out)
-    if not hiddens or not weights:
-        raise ValueError("model needs at least one nn.Linear and one activation module")
+    require(bool(hiddens and weights),
+            "model needs at least one nn.Linear and one activation module")
     grads = torch.autograd.grad(loss_fn(out, y), hiddens + weights)
     return LayerStats(
         activation_std=[h.detach().std().item() for h in hiddens],
