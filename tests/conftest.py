@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# Figures in tests are drawn off screen; set once, before any test module imports matplotlib.
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"

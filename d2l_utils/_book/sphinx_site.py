@@ -6,7 +6,7 @@ require.js and widget scripts and sphinx-thebe's unused scripts are left out (th
 ipywidgets on the website, and no live-code button); a small style sheet (``static/d2l.css``)
 keeps figures within a phone's width; maths in a BibTeX title is typeset; and a figure without
 alt text gets one naming its section. The pages then need no network at all
-(``tests/test_site.py`` checks this in a browser).
+(``tests/book/test_site.py`` checks this in a browser).
 """
 
 from __future__ import annotations

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from d2l_utils.plot import (  # noqa: E402
+from d2l_utils.plot import (
     OKABE_ITO,
     describe_figure,
     figure_png,
@@ -23,7 +21,7 @@ from d2l_utils.plot import (  # noqa: E402
     show_images,
     use_book_style,
 )
-from d2l_utils.train import History  # noqa: E402
+from d2l_utils.train import History
 
 
 def test_style_uses_the_colour_blind_safe_palette():
@@ -99,7 +97,9 @@ def test_a_notebook_kernel_shows_described_figures():
         nbformat.v4.new_code_cell("fig, ax = plt.subplots()\nax.plot([1, 2])\n"
                                   "ax.set(title='Up', ylabel='value')"),
     ]
-    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute()
+    # A kernel draws inline only if no backend is exported (conftest.py exports Agg for tests).
+    env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}
+    nbclient.NotebookClient(notebook, kernel_name="python3", timeout=120).execute(env=env)
     images = [output["data"]["image/png"] for output in notebook.cells[1].outputs
               if "image/png" in output.get("data", {})]
     assert len(images) == 1

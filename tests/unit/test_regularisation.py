@@ -61,11 +61,13 @@ def test_dropout_edge_cases_and_eval_mode():
     assert (layer(torch.ones(1000)) == 0).any()
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.5, "0.5", True])
-def test_dropout_rejects_bad_p(p):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("p, error", [(-0.1, ValueError), (1.5, ValueError),
+                                      (float("nan"), ValueError), ("0.5", TypeError),
+                                      (True, TypeError)])
+def test_dropout_rejects_bad_p(p, error):
+    with pytest.raises(error, match="dropout probability p"):
         dropout(torch.ones(3), p)
-    with pytest.raises(ValueError):
+    with pytest.raises(error, match="dropout probability p"):
         Dropout(p)
 
 

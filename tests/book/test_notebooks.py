@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted(p for p in (ROOT / "chapters").rglob("*.ipynb")
                    if ".ipynb_checkpoints" not in p.parts)
 
@@ -75,3 +75,55 @@ def test_exercises_have_hidden_executed_solutions(path):
         assert "hide-cell" in cell.get("metadata", {}).get("tags", []), \
             "solutions are hidden on the website (tag hide-cell)"
         assert "assert" in source(cell), "a solution checks its answer"
+
+
+EXPORT_CELL_LIMIT = 25  # non-blank lines; CONTRIBUTING.md asks for about 15
+
+
+def exported_cells(path: Path) -> list[tuple[int, list[str]]]:
+    cells = []
+    for index, cell in enumerate(cells_of(path)):
+        text = source(cell)
+        if cell["cell_type"] == "code" and re.match(r"#\|\s*export:", text):
+            cells.append((index, text.split("\n")))
+    return cells
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exported_cells_are_short(path):
+    """A reader takes in an exported cell at a glance: at most EXPORT_CELL_LIMIT non-blank
+    lines, unless the cell says why not on a '#| long: <reason>' line."""
+    too_long = []
+    for index, lines in exported_cells(path):
+        code = [line for line in lines[1:] if line.strip() and not line.startswith("#|")]
+        reason = [line for line in lines if line.startswith("#| long:")]
+        if len(code) > EXPORT_CELL_LIMIT and not (reason and len(reason[0]) > 20):
+            too_long.append(f"cell {index}: {len(code)} lines")
+    assert not too_long, (f"exported cells over {EXPORT_CELL_LIMIT} lines (split them, or "
+                          f"justify with '#| long: <reason>'): {too_long}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_code_fits_the_page(path):
+    """The website's column shows 100 characters of code at 1280 px."""
+    long_lines = [f"cell {i}: {line[:40]}..." for i, cell in enumerate(cells_of(path))
+                  if cell["cell_type"] == "code"
+                  for line in source(cell).split("\n") if len(line) > 100]
+    assert not long_lines, f"code lines over 100 characters: {long_lines[:10]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_control_characters_in_cells(path):
+    """A broken escape (a BEL where '\\a' was meant) renders as garbage on the website."""
+    bad = [f"cell {i}: {ch!r}" for i, cell in enumerate(cells_of(path))
+           for ch in set(source(cell)) if ord(ch) < 32 and ch not in "\n\t"]
+    assert not bad, f"control characters: {bad}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_chapters_do_not_shadow_the_training_loop(path):
+    """One story for training loops (CONTRIBUTING.md): a chapter that owns its loop names it
+    train_<what>, and never redefines d2l_utils' fit or evaluate."""
+    shadowing = [f"cell {i}" for i, cell in enumerate(cells_of(path)) if cell["cell_type"] ==
+                 "code" and re.search(r"^def (fit|evaluate)\(", source(cell), re.M)]
+    assert not shadowing, f"defines fit or evaluate (name it train_<what>): {shadowing}"

@@ -11,7 +11,7 @@ import pytest
 
 from d2l_utils._book import export
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def notebook(cells: list[tuple[str, str]]) -> str:

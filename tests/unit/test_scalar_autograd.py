@@ -3,16 +3,13 @@
 import math
 import sys
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from d2l_utils.scalar_autograd import (  # noqa: E402
+from d2l_utils.scalar_autograd import (
     Value,
     draw_graph,
     graph_layout,

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SITE = Path(os.environ.get("D2L_SITE_DIR", ROOT / "_build" / "html"))
 SCREENSHOTS = SITE.parent / "screenshots"
 CHROMIUM = os.environ.get("D2L_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
