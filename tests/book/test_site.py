@@ -192,8 +192,8 @@ CHECK_MATH_AND_IMAGES = """() => ({
         'script[type^="application/vnd.jupyter.widget"], .jupyter-widgets, .widget-area').length,
     overflow: document.documentElement.scrollWidth - window.innerWidth,
     code_overflow: [...document.querySelectorAll("main div.cell_input pre, main div.highlight pre")]
-        .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
-        .map(pre => pre.textContent.split("\n")
+        .filter(pre => !pre.closest(".cell_output") && pre.scrollWidth > pre.clientWidth + 1)
+        .map(pre => pre.textContent.split("\\n")
             .reduce((a, b) => (b.length > a.length ? b : a), "").slice(0, 70)),
 })"""
 
