@@ -60,7 +60,8 @@ class ChapterItem(pytest.Item):
         run = execute.cached_execution(self.path) or execute.execute(self.path, jobs=workers)
         self.user_properties.append(("chapter_run", {
             "notebook": run.notebook, "seconds": run.seconds, "cached": run.cached,
-            "cell_seconds": run.cell_seconds, "failed": run.error is not None}))
+            "cell_seconds": run.cell_seconds, "failed": run.error is not None,
+            "device": run.device, "cores": run.cores, "jobs": run.jobs}))
         if run.error is not None:
             raise ChapterFailure(run.error)
         if run.seconds > execute.budget_s():
@@ -91,7 +92,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     from d2l_utils._book.execute import Execution, budget_s, save_times, times_table
 
     runs = [Execution(v["notebook"], v["seconds"], v["cell_seconds"],
-                      "failed" if v["failed"] else None, cached=v["cached"])
+                      "failed" if v["failed"] else None, v["device"], v["cached"], v["cores"],
+                      v["jobs"])
             for _, v in sorted(_runs.items())]
     runs += [Execution(notebook, seconds) for notebook, seconds in sorted(_nbval_seconds.items())]
     if not runs:
