@@ -127,3 +127,53 @@ def test_chapters_do_not_shadow_the_training_loop(path):
     shadowing = [f"cell {i}" for i, cell in enumerate(cells_of(path)) if cell["cell_type"] ==
                  "code" and re.search(r"^def (fit|evaluate)\(", source(cell), re.M)]
     assert not shadowing, f"defines fit or evaluate (name it train_<what>): {shadowing}"
+
+
+def _names_the_notebook_computes(cells: list[dict]) -> set[str]:
+    """Names a notebook binds (assignments, loop targets, functions, classes, comprehension
+    variables) plus what it imports from d2l_utils, whose code comes from the chapters."""
+    import ast
+
+    names: set[str] = set()
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse(source(cell))
+        except SyntaxError:  # IPython magics
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
+                names.add(node.name)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("d2l_utils"):
+                names.update(alias.asname or alias.name for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_assert_checks_something_the_notebook_computed(path):
+    """An assert on constants alone (`assert 0.15 * 784 > 100`) cannot fail: it is not evidence.
+    Each assert must mention a name the notebook computed or imported from d2l_utils."""
+    import ast
+
+    cells = cells_of(path)
+    computed = _names_the_notebook_computes(cells)
+    vacuous = []
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            tree = ast.parse(source(cell))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assert):
+                used = {n.id for n in ast.walk(node.test) if isinstance(n, ast.Name)}
+                if not used & computed:
+                    vacuous.append(f"cell {index}, line {node.lineno}: "
+                                   f"{ast.unparse(node.test)[:60]}")
+    assert not vacuous, f"asserts on nothing the notebook computed: {vacuous}"
