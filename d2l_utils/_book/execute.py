@@ -28,6 +28,7 @@ inline. Run it by hand to fill the cache and print the times::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -102,9 +103,11 @@ def chapter_notebooks(root: Path = ROOT) -> list[Path]:
                   if ".ipynb_checkpoints" not in p.parts and "_build" not in p.parts)
 
 
+@functools.cache
 def package_digest(package_dir: Path = PACKAGE_DIR) -> str:
     """sha256 of the reader-facing package's source (``_book/`` excluded): chapters executed
-    against other code are stale."""
+    against other code are stale. Computed once per process: the package does not change
+    while a build or a test run reads its records."""
     digest = hashlib.sha256()
     for path in sorted(package_dir.rglob("*.py")):
         if "_book" in path.relative_to(package_dir).parts:

@@ -33,9 +33,11 @@ from sphinx.environment import BuildEnvironment
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from d2l_utils._book.sphinx_pages import note_page, rewrite_every_build
 from d2l_utils.runtime import BOOK_BUILD_ENV_VAR
 
 logger = logging.getLogger(__name__)
+GLOSSARY_PAGES = "d2l_glossary_pages"  # the env attribute: pages holding the glossary table
 
 
 class glossary_table(nodes.General, nodes.Element):
@@ -86,9 +88,7 @@ class GlossaryTableDirective(SphinxDirective):
     """``d2l-glossary``: the table of all terms (used once, on the glossary page)."""
 
     def run(self) -> list[nodes.Node]:
-        if not hasattr(self.env, "d2l_glossary_pages"):
-            self.env.d2l_glossary_pages = set()
-        self.env.d2l_glossary_pages.add(self.env.docname)
+        note_page(self.env, GLOSSARY_PAGES)
         return [glossary_table()]
 
 
@@ -132,20 +132,11 @@ def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
     terms = _terms(env)
     for key in [k for k, v in terms.items() if v["docname"] == docname]:
         del terms[key]
-    getattr(env, "d2l_glossary_pages", set()).discard(docname)
 
 
 def _merge(app: Sphinx, env: BuildEnvironment, docnames: set[str], other: BuildEnvironment
            ) -> None:
     _terms(env).update(_terms(other))
-    if hasattr(other, "d2l_glossary_pages"):
-        env.d2l_glossary_pages = getattr(env, "d2l_glossary_pages", set()) | \
-            other.d2l_glossary_pages
-
-
-def _glossary_pages_outdated(app: Sphinx, env: BuildEnvironment) -> list[str]:
-    """Rewrite the glossary page on every build: any chapter may have changed a term."""
-    return sorted(getattr(env, "d2l_glossary_pages", set()))
 
 
 def _execute_chapters(app: Sphinx) -> None:
@@ -184,7 +175,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("doctree-resolved", _fill_glossary)
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
-    app.connect("env-updated", _glossary_pages_outdated)
+    rewrite_every_build(app, GLOSSARY_PAGES)  # any chapter may have changed a term
     app.connect("builder-inited", _execute_chapters)
     app.setup_extension("d2l_utils._book.sphinx_api")
     app.setup_extension("d2l_utils._book.sphinx_site")

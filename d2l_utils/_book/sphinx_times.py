@@ -16,8 +16,11 @@ from typing import Any
 
 from docutils import nodes
 from sphinx.application import Sphinx
-from sphinx.environment import BuildEnvironment
 from sphinx.util.docutils import SphinxDirective
+
+from d2l_utils._book.sphinx_pages import note_page, rewrite_every_build
+
+TIMES_PAGES = "d2l_times_pages"  # the env attribute: pages holding the times table
 
 
 class chapter_times(nodes.General, nodes.Element):
@@ -28,9 +31,7 @@ class ChapterTimesDirective(SphinxDirective):
     """``d2l-chapter-times``: the table of chapter times (used once, on the times page)."""
 
     def run(self) -> list[nodes.Node]:
-        if not hasattr(self.env, "d2l_times_pages"):
-            self.env.d2l_times_pages = set()
-        self.env.d2l_times_pages.add(self.env.docname)
+        note_page(self.env, TIMES_PAGES)
         return [chapter_times()]
 
 
@@ -114,26 +115,9 @@ def _row(cells: list[nodes.Node | str]) -> nodes.row:
     return row
 
 
-def _purge(app: Sphinx, env: BuildEnvironment, docname: str) -> None:
-    getattr(env, "d2l_times_pages", set()).discard(docname)
-
-
-def _merge(app: Sphinx, env: BuildEnvironment, docnames: set[str], other: BuildEnvironment
-           ) -> None:
-    env.d2l_times_pages = getattr(env, "d2l_times_pages", set()) | getattr(
-        other, "d2l_times_pages", set())
-
-
-def _times_pages_outdated(app: Sphinx, env: BuildEnvironment) -> list[str]:
-    """Rewrite the times page on every build: any chapter may have been executed again."""
-    return sorted(getattr(env, "d2l_times_pages", set()))
-
-
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_node(chapter_times)
     app.add_directive("d2l-chapter-times", ChapterTimesDirective)
     app.connect("doctree-resolved", _fill)
-    app.connect("env-purge-doc", _purge)
-    app.connect("env-merge-info", _merge)
-    app.connect("env-updated", _times_pages_outdated)
+    rewrite_every_build(app, TIMES_PAGES)  # any chapter may have been executed again
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

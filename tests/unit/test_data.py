@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -64,14 +65,19 @@ def test_recompressed_gzip_is_accepted_by_content(isolated_data):
     assert fetch(entry.path, registry={entry.path: entry}, download=False) == path
 
 
-def test_corrupt_file_gives_one_clear_error(isolated_data):
+def corrupt_copy_error(isolated_data) -> tuple[RemoteFile, Path, str]:
+    """A registered file whose only copy has one flipped byte: (entry, copy, fetch's error)."""
     entry, packed = make_entry(isolated_data, b"0123456789" * 50)
     corrupt = bytearray(packed)
     corrupt[len(corrupt) // 2] ^= 0xFF
     path = put(isolated_data / "mirror", entry, bytes(corrupt))
     with pytest.raises(DataError) as error:
         fetch(entry.path, registry={entry.path: entry})
-    message = str(error.value)
+    return entry, path, str(error.value)
+
+
+def test_corrupt_file_gives_one_clear_error(isolated_data):
+    entry, path, message = corrupt_copy_error(isolated_data)
     assert entry.path in message and str(path) in message
     assert UNREACHABLE in message          # the URL to get a good copy from
     assert "D2L_DATA_DIR" in message       # and how to point at a mirror
@@ -81,13 +87,8 @@ def test_corrupt_file_gives_one_clear_error(isolated_data):
 def test_corrupt_copy_error_leads_with_the_corruption_not_the_download(isolated_data):
     """The first line names the file, the bad copy and its checksums; the failed download and
     the fix come after."""
-    entry, packed = make_entry(isolated_data, b"0123456789" * 50)
-    corrupt = bytearray(packed)
-    corrupt[len(corrupt) // 2] ^= 0xFF
-    path = put(isolated_data / "mirror", entry, bytes(corrupt))
-    with pytest.raises(DataError) as error:
-        fetch(entry.path, registry={entry.path: entry})
-    first, *rest = str(error.value).splitlines()
+    entry, path, message = corrupt_copy_error(isolated_data)
+    first, *rest = message.splitlines()
     assert first.startswith(f"{entry.path}: the copy at {path} is corrupt (its sha256 is ")
     assert f"expected {entry.sha256}" in first
     assert "download" not in first
