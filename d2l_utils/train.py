@@ -145,7 +145,7 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
         metrics: Mapping[str, Metric] | None = None, val_batches: Iterable | None = None,
         device: torch.device | str | None = None, progress: bool | None = None,
         live_plot: bool = False, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        loss_of: LossOf | None = None) -> History:
+        loss_of: LossOf | None = None, scheduler_interval: str = "epoch") -> History:
     """Train ``model`` for ``epochs`` passes over ``train_batches`` and return its ``History``.
 
     Args:
@@ -161,15 +161,18 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
         device: defaults to ``get_device()``.
         progress: show a progress bar; ``None`` means yes, except during the website build.
         live_plot: redraw a loss plot after each epoch (never during the website build).
-        scheduler: stepped once per epoch.
+        scheduler: stepped once per epoch, or after every batch with
+            ``scheduler_interval="batch"`` (a one-cycle schedule, ``OneCycleLR``).
         loss_of: for training that is not ``loss_fn(model(x), y)`` on ``(x, y)`` batches (an
             autoencoder's reconstruction, a VAE's bound, a language model's shifted targets):
             ``loss_of(model, batch)`` returns the batch's mean loss, ``batch`` being whatever
             ``train_batches`` yields, moved to ``device``. Only the loss is recorded then
             (``metrics`` must be left unset or ``{}``); ``val_batches`` use it too.
+        scheduler_interval: ``"epoch"`` or ``"batch"``: when ``scheduler`` steps.
 
     Raises:
-        ValueError: ``epochs`` is not a positive int; metrics given with ``loss_of``;
+        ValueError: ``epochs`` is not a positive int; metrics given with ``loss_of``; a
+            ``scheduler_interval`` other than ``"epoch"`` or ``"batch"``;
             ``device`` is not available here; the data is empty; or the first batch does not
             fit: inputs the model's first layer cannot take, inputs and labels of different
             lengths, labels outside ``0..C-1`` for a model with ``C`` outputs.
@@ -177,6 +180,9 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if scheduler_interval not in ("epoch", "batch"):
+        raise ValueError('scheduler_interval must be "epoch" or "batch", '
+                         f"got {scheduler_interval!r}")
     device = _resolve_device(device, "fit")
     model.to(device)
     if loss_of is not None and metrics:
@@ -199,8 +205,10 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None and scheduler_interval == "batch":
+                scheduler.step()
             totals.add(loss.detach(), output, y)
-        if scheduler is not None:
+        if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
         record = {"epoch": float(epoch + 1)}
         record.update({f"train_{k}": v for k, v in totals.averages().items()})

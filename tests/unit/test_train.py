@@ -77,12 +77,45 @@ def test_regression_without_metrics():
     assert set(History(history.records).last) == {"epoch", "train_loss", "seconds"}
 
 
+@pytest.mark.parametrize("interval", ["epoch", "batch"])
+def test_scheduler_steps_per_epoch_or_per_batch_as_a_bare_loop_does(interval):
+    x, y = toy_data()
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    bare = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    bare.load_state_dict(ours.state_dict())
+    steps = 3 * (256 // 32) if interval == "batch" else 3
+
+    def schedule(model):
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.05, total_steps=steps)
+
+    optimizer, scheduler = schedule(ours)
+    fit(ours, ArrayLoader(x, y, batch_size=32, shuffle=True, seed=1), epochs=3, device="cpu",
+        progress=False, optimizer=optimizer, scheduler=scheduler, scheduler_interval=interval)
+    optimizer, scheduler = schedule(bare)
+    loader = ArrayLoader(x, y, batch_size=32, shuffle=True, seed=1)
+    for _ in range(3):
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(bare(xb), yb).backward()
+            optimizer.step()
+            if interval == "batch":
+                scheduler.step()
+        if interval == "epoch":
+            scheduler.step()
+    for a, b in zip(ours.parameters(), bare.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_bad_input():
     x, y = toy_data(n=8)
     with pytest.raises(ValueError, match="epochs"):
         fit(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=4), epochs=0)
     with pytest.raises(ValueError, match="empty"):
         fit(nn.Linear(2, 2), [], epochs=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="scheduler_interval"):
+        fit(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=4), epochs=1, scheduler_interval="step")
     with pytest.raises(ValueError, match=r"logits \(B, C\)"):
         accuracy(torch.zeros(3), torch.zeros(3, dtype=torch.long))
 
