@@ -147,7 +147,7 @@ def _join_continued_classes(cells: list[ExportedCell], codes: list[str]) -> list
                              "docstring (the class has one); use a comment")
         source = code.split("\n")
         comments = [line for line in source[:node.lineno - 1] if line.strip()]
-        body = source[node.body[0].lineno - 1 - _leading_comments(source, node):]
+        body = source[_first_line(node.body[0]) - 1 - _leading_comments(source, node):]
         block = blocks[owner[name]]
         end = _class_end(block, name)
         addition = ["", f"    {provenance[:-4]} ({name}, continued) ---"]
@@ -156,9 +156,15 @@ def _join_continued_classes(cells: list[ExportedCell], codes: list[str]) -> list
     return blocks
 
 
+def _first_line(statement: ast.stmt) -> int:
+    """The line a statement starts on, its decorators included."""
+    decorators = getattr(statement, "decorator_list", [])
+    return min([statement.lineno, *(decorator.lineno for decorator in decorators)])
+
+
 def _leading_comments(source: list[str], node: ast.ClassDef) -> int:
     """How many comment lines sit between the ``class`` line and the first statement."""
-    count, line = 0, node.body[0].lineno - 2
+    count, line = 0, _first_line(node.body[0]) - 2
     while line >= node.lineno and source[line].strip().startswith("#"):
         count, line = count + 1, line - 1
     return count

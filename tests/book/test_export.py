@@ -158,6 +158,22 @@ def test_a_class_continued_in_a_later_cell_is_exported_whole(tmp_path):
     assert namespace["Square"].__doc__ == "A square."
 
 
+def test_a_continuation_that_starts_with_a_decorated_method_keeps_the_decorator(tmp_path):
+    (tmp_path / "d2l_utils").mkdir()
+    part = tmp_path / "chapters" / "01_part"
+    part.mkdir(parents=True)
+    (part / "01_a.ipynb").write_text(notebook([
+        ("code", "#| export: shapes\nclass Square:\n    side = 1.0\n"),
+        ("code", "#| export: shapes\nclass Square(Square):\n    # a second constructor\n"
+                 "    @classmethod\n    def unit(cls) -> 'Square':\n        return cls()\n"),
+    ]))
+    text = export.render("shapes", export.collect(tmp_path)["shapes"])
+    assert "    # a second constructor\n    @classmethod\n    def unit(cls)" in text
+    namespace: dict = {}
+    exec(compile(text, "shapes.py", "exec"), namespace)
+    assert isinstance(namespace["Square"].unit(), namespace["Square"])
+
+
 def test_a_continuation_needs_the_class_and_no_docstring(tmp_path):
     (tmp_path / "d2l_utils").mkdir()
     part = tmp_path / "chapters" / "01_part"
