@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from d2l_utils.checks import check_number
 from d2l_utils.device import get_device, to_device
 from d2l_utils.runtime import in_book_build
 
@@ -145,7 +146,8 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
         metrics: Mapping[str, Metric] | None = None, val_batches: Iterable | None = None,
         device: torch.device | str | None = None, progress: bool | None = None,
         live_plot: bool = False, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-        loss_of: LossOf | None = None, scheduler_interval: str = "epoch") -> History:
+        loss_of: LossOf | None = None, scheduler_interval: str = "epoch",
+        clip_grad_norm: float | None = None) -> History:
     """Train ``model`` for ``epochs`` passes over ``train_batches`` and return its ``History``.
 
     Args:
@@ -169,10 +171,13 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
             ``train_batches`` yields, moved to ``device``. Only the loss is recorded then
             (``metrics`` must be left unset or ``{}``); ``val_batches`` use it too.
         scheduler_interval: ``"epoch"`` or ``"batch"``: when ``scheduler`` steps.
+        clip_grad_norm: when given, the gradient of all parameters together is rescaled to
+            this norm before each step where it is larger (``nn.utils.clip_grad_norm_``).
 
     Raises:
         ValueError: ``epochs`` is not a positive int; metrics given with ``loss_of``; a
-            ``scheduler_interval`` other than ``"epoch"`` or ``"batch"``;
+            ``scheduler_interval`` other than ``"epoch"`` or ``"batch"``; a
+            ``clip_grad_norm`` that is not a positive number;
             ``device`` is not available here; the data is empty; or the first batch does not
             fit: inputs the model's first layer cannot take, inputs and labels of different
             lengths, labels outside ``0..C-1`` for a model with ``C`` outputs.
@@ -183,6 +188,8 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError('scheduler_interval must be "epoch" or "batch", '
                          f"got {scheduler_interval!r}")
+    if clip_grad_norm is not None:
+        check_number(clip_grad_norm, "clip_grad_norm", low=0, low_open=True)
     device = _resolve_device(device, "fit")
     model.to(device)
     if loss_of is not None and metrics:
@@ -204,6 +211,8 @@ def fit(model: nn.Module, train_batches: Iterable, *, epochs: int,
             check = False
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
             if scheduler is not None and scheduler_interval == "batch":
                 scheduler.step()

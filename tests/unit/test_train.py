@@ -108,12 +108,35 @@ def test_scheduler_steps_per_epoch_or_per_batch_as_a_bare_loop_does(interval):
         torch.testing.assert_close(a, b)
 
 
+def test_clip_grad_norm_clips_as_a_bare_loop_does():
+    x, y = toy_data()
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    bare = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    bare.load_state_dict(ours.state_dict())
+    fit(ours, ArrayLoader(x, y, batch_size=32, shuffle=True, seed=1), epochs=2, lr=0.5,
+        device="cpu", progress=False, clip_grad_norm=0.05)
+    optimizer, norms = torch.optim.SGD(bare.parameters(), lr=0.5), []
+    loader = ArrayLoader(x, y, batch_size=32, shuffle=True, seed=1)
+    for _ in range(2):
+        for xb, yb in loader:
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(bare(xb), yb).backward()
+            norms.append(nn.utils.clip_grad_norm_(bare.parameters(), 0.05).item())
+            optimizer.step()
+    assert max(norms) > 0.05  # the clipping did something
+    for a, b in zip(ours.parameters(), bare.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def test_bad_input():
     x, y = toy_data(n=8)
     with pytest.raises(ValueError, match="epochs"):
         fit(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=4), epochs=0)
     with pytest.raises(ValueError, match="empty"):
         fit(nn.Linear(2, 2), [], epochs=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="clip_grad_norm"):
+        fit(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=4), epochs=1, clip_grad_norm=0.0)
     with pytest.raises(ValueError, match="scheduler_interval"):
         fit(nn.Linear(2, 2), ArrayLoader(x, y, batch_size=4), epochs=1, scheduler_interval="step")
     with pytest.raises(ValueError, match=r"logits \(B, C\)"):
