@@ -181,13 +181,76 @@ def _run(func, args: tuple, kwargs: dict) -> Any:
     if to_device and torch.Tag.nondeterministic_seeded in func.tags:
         result = _draw_from_device_stream(func, cpu_args, cpu_kwargs)
     else:
-        result = func(*cpu_args, **cpu_kwargs)
+        result = _GPU_ONLY_KERNELS.get(name, func)(*cpu_args, **cpu_kwargs)
     if not to_device:  # e.g. x.cpu(): the result leaves the device
         return result
     if name in _CROSS_DEVICE and func._schema.is_mutable and not isinstance(args[0], StandinTensor):
         return args[0]  # cpu_tensor.copy_(device_tensor) fills the CPU tensor
     wrapped = _map(lambda value: _wrap(func, value), result)
     return return_and_correct_aliasing(func, args, kwargs, wrapped)
+
+
+# nn.LSTM and nn.GRU on an accelerator (CUDA, and PyTorch's spare backend slot that the
+# stand-in uses) step through fused cell kernels that have no CPU version; here they are, on
+# the CPU values. Gate order and the workspace's layout are PyTorch's; the workspace is read
+# only by the matching backward below.
+def _gates(input_gates, hidden_gates, input_bias, hidden_bias):
+    gates = input_gates + hidden_gates
+    return gates if input_bias is None else gates + input_bias + hidden_bias
+
+
+def _fused_lstm_cell(input_gates, hidden_gates, cx, input_bias=None, hidden_bias=None):
+    i, f, g, o = _gates(input_gates, hidden_gates, input_bias, hidden_bias).chunk(4, 1)
+    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+    cy = f * cx + i * g
+    return o * cy.tanh(), cy, torch.cat([i, f, g, o], 1)
+
+
+def _fused_lstm_cell_backward_impl(grad_hy, grad_cy, cx, cy, workspace, has_bias):
+    i, f, g, o = workspace.chunk(4, 1)
+    tanh_cy = cy.tanh()
+    grad_hy = torch.zeros_like(cy) if grad_hy is None else grad_hy
+    grad_c = (torch.zeros_like(cy) if grad_cy is None else grad_cy) + \
+        grad_hy * o * (1 - tanh_cy**2)
+    grad_gates = torch.cat([grad_c * g * i * (1 - i), grad_c * cx * f * (1 - f),
+                            grad_c * i * (1 - g**2), grad_hy * tanh_cy * o * (1 - o)], 1)
+    return grad_gates, grad_c * f, grad_gates.sum(0) if has_bias else None
+
+
+def _fused_lstm_cell_backward(grad_hy, grad_cy, cx, cy, workspace, has_bias):
+    grad_gates, grad_cx, grad_bias = _fused_lstm_cell_backward_impl(
+        grad_hy, grad_cy, cx, cy, workspace, has_bias)
+    return grad_gates, grad_gates, grad_cx, grad_bias, grad_bias
+
+
+def _fused_gru_cell(input_gates, hidden_gates, hx, input_bias=None, hidden_bias=None):
+    if input_bias is not None:
+        input_gates, hidden_gates = input_gates + input_bias, hidden_gates + hidden_bias
+    input_r, input_z, input_n = input_gates.chunk(3, 1)
+    hidden_r, hidden_z, hidden_n = hidden_gates.chunk(3, 1)
+    r, z = (input_r + hidden_r).sigmoid(), (input_z + hidden_z).sigmoid()
+    n = (input_n + r * hidden_n).tanh()
+    return n + z * (hx - n), torch.cat([r, z, n, hx, hidden_n], 1)
+
+
+def _fused_gru_cell_backward(grad_hy, workspace, has_bias):
+    r, z, n, hx, hidden_n = workspace.chunk(5, 1)
+    grad_n = grad_hy * (1 - z) * (1 - n**2)
+    grad_r = grad_n * hidden_n * r * (1 - r)
+    grad_z = grad_hy * (hx - n) * z * (1 - z)
+    grad_input = torch.cat([grad_r, grad_z, grad_n], 1)
+    grad_hidden = torch.cat([grad_r, grad_z, grad_n * r], 1)
+    biases = (grad_input.sum(0), grad_hidden.sum(0)) if has_bias else (None, None)
+    return grad_input, grad_hidden, grad_hy * z, *biases
+
+
+_GPU_ONLY_KERNELS = {
+    "aten::_thnn_fused_lstm_cell": _fused_lstm_cell,
+    "aten::_thnn_fused_lstm_cell_backward_impl": _fused_lstm_cell_backward_impl,
+    "aten::_thnn_fused_lstm_cell_backward": _fused_lstm_cell_backward,
+    "aten::_thnn_fused_gru_cell": _fused_gru_cell,
+    "aten::_thnn_fused_gru_cell_backward": _fused_gru_cell_backward,
+}
 
 
 def _draw_from_device_stream(func, args: tuple, kwargs: dict) -> Any:

@@ -139,6 +139,28 @@ def test_fit_trains_a_small_model_on_the_standin():
     assert history.last["val_accuracy"] > 0.85  # measured: 0.96 (0.93 to 0.99 over 6 seeds)
 
 
+@pytest.mark.parametrize("layer", [nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell])
+def test_recurrent_layers_run_on_the_standin_as_on_the_cpu(layer):
+    # On an accelerator PyTorch steps them through fused cell kernels that the CPU lacks.
+    torch.manual_seed(0)
+    cpu = layer(5, 7)
+    device = layer(5, 7)
+    device.load_state_dict(cpu.state_dict())
+    device.to(STANDIN)
+    x = torch.randn(4, 3, 5) if layer in (nn.LSTM, nn.GRU) else torch.randn(3, 5)
+    x_cpu, x_device = x.clone().requires_grad_(), x.to(STANDIN).requires_grad_()
+    outputs = []
+    for model, inputs in [(cpu, x_cpu), (device, x_device)]:
+        out = torch.cat([t.flatten() for t in torch.utils._pytree.tree_leaves(model(inputs))])
+        (out.sum() + (out**2).sum()).backward()
+        outputs.append(out)
+    assert outputs[1].device.type == "standin"
+    torch.testing.assert_close(outputs[1].cpu(), outputs[0])
+    torch.testing.assert_close(x_device.grad.cpu(), x_cpu.grad)
+    for mine, reference in zip(device.parameters(), cpu.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad.cpu(), reference.grad, rtol=1e-5, atol=1e-5)
+
+
 def test_book_modules_run_on_the_standin():
     """Modules fixed for devices: the checker would catch each of these bugs again."""
     pairs = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
