@@ -112,6 +112,21 @@ def test_code_fits_the_page(path):
     assert not long_lines, f"code lines over 100 characters: {long_lines[:10]}"
 
 
+def math_macros() -> set[str]:
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    return set(config["sphinx"]["config"]["mathjax3_config"]["tex"]["macros"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_bold_vector_and_matrix_macros_are_defined(path):
+    """The book writes a vector as \\vx and a matrix as \\mW (_config.yml's MathJax macros):
+    one used but not defined shows as red text on the website, and the build does not notice."""
+    used = {name for cell in cells_of(path) if cell["cell_type"] == "markdown"
+            for name in re.findall(r"\\(v[a-z]|m[A-Z])(?![A-Za-z])", source(cell))}
+    assert used <= math_macros(), f"undefined macros: {sorted(used - math_macros())} " \
+                                  "(add them to _config.yml's mathjax3_config macros)"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_control_characters_in_cells(path):
     """A broken escape (a BEL where '\\a' was meant) renders as garbage on the website."""
