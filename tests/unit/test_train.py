@@ -18,12 +18,18 @@ def toy_data(n=256, seed=0):
     return x, y
 
 
-def test_fit_equals_a_bare_pytorch_loop():
-    x, y = toy_data()
+def twin_models() -> tuple[nn.Module, nn.Module]:
+    """Two copies of one small network: one for fit, one for a bare loop."""
     torch.manual_seed(0)
     ours = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
     bare = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
     bare.load_state_dict(ours.state_dict())
+    return ours, bare
+
+
+def test_fit_equals_a_bare_pytorch_loop():
+    x, y = toy_data()
+    ours, bare = twin_models()
     fit(ours, ArrayLoader(x, y, batch_size=32, shuffle=True, seed=1), epochs=3, lr=0.3,
         device="cpu", progress=False)
     optimizer = torch.optim.SGD(bare.parameters(), lr=0.3)
@@ -80,10 +86,7 @@ def test_regression_without_metrics():
 @pytest.mark.parametrize("interval", ["epoch", "batch"])
 def test_scheduler_steps_per_epoch_or_per_batch_as_a_bare_loop_does(interval):
     x, y = toy_data()
-    torch.manual_seed(0)
-    ours = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
-    bare = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
-    bare.load_state_dict(ours.state_dict())
+    ours, bare = twin_models()
     steps = 3 * (256 // 32) if interval == "batch" else 3
 
     def schedule(model):
@@ -110,10 +113,7 @@ def test_scheduler_steps_per_epoch_or_per_batch_as_a_bare_loop_does(interval):
 
 def test_clip_grad_norm_clips_as_a_bare_loop_does():
     x, y = toy_data()
-    torch.manual_seed(0)
-    ours = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
-    bare = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
-    bare.load_state_dict(ours.state_dict())
+    ours, bare = twin_models()
     fit(ours, ArrayLoader(x, y, batch_size=32, shuffle=True, seed=1), epochs=2, lr=0.5,
         device="cpu", progress=False, clip_grad_norm=0.05)
     optimizer, norms = torch.optim.SGD(bare.parameters(), lr=0.5), []
