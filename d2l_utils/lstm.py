@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from d2l_utils.checks import check_number, check_tensor, require
-from d2l_utils.train import LossOf
+from d2l_utils.rnn import sample
 
 
 def lstm_cell(x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
@@ -219,31 +219,7 @@ class CharLM(nn.Module):
         return self.head(hidden), state                      # (T, B, V)
 
 
-# --- chapters/05_rnn/20_lstm_gru.ipynb, cell 37 ---
-def detach_state(state: torch.Tensor | tuple[torch.Tensor, ...]
-                 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """The state's values without their history: a tensor, or a tuple of tensors ((h, c))."""
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-
-
-def carried_state_loss() -> LossOf:
-    """A ``loss_of`` for ``fit``: the mean cross-entropy of a window (inputs, targets), each
-    (T, B), run from the state the previous window ended in, detached (truncated
-    backpropagation through time), for states that are tensors or tuples."""
-    carried = {}
-
-    def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        inputs, targets = batch
-        state = carried.get("state")
-        if state is not None and detach_state(state)[0].shape[-2] != inputs.shape[1]:
-            state = None                                     # a batch of another size
-        logits, state = model(inputs, state)                 # (T, B, V)
-        carried["state"] = detach_state(state)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-    return loss_of
-
-
-# --- chapters/05_rnn/20_lstm_gru.ipynb, cell 44 ---
+# --- chapters/05_rnn/20_lstm_gru.ipynb, cell 43 ---
 def next_token_probs(logits: torch.Tensor, temperature: float = 1.0,
                      top_k: int | None = None) -> torch.Tensor:
     """The distribution to sample the next token from: softmax(logits / temperature) over the
@@ -258,27 +234,14 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0,
     return F.softmax(logits / temperature, dim=-1)                          # (..., V)
 
 
-# --- chapters/05_rnn/20_lstm_gru.ipynb, cell 46 ---
-@torch.no_grad()
+# --- chapters/05_rnn/20_lstm_gru.ipynb, cell 45 ---
 def generate(model: nn.Module, prompt: torch.Tensor, length: int,
              generator: torch.Generator, temperature: float = 1.0,
              top_k: int | None = None) -> torch.Tensor:
-    """The prompt ids (P,) followed by ``length`` ids, each drawn from
-    ``next_token_probs(logits, temperature, top_k)`` given all before it: int64 (P + length,).
-    ``model(x (T, 1), state)`` -> (logits (T, 1, V), state); draws from ``generator`` (CPU)."""
-    P = check_tensor(prompt, "prompt", "P", dtype="int")["P"]
-    require(P > 0, "the prompt needs at least one token")
-    check_number(length, "length", low=0, integer=True)
-    require(isinstance(generator, torch.Generator), "generator must be a torch.Generator",
-            TypeError)
-    check_number(temperature, "temperature", low=0, low_open=True)
+    """Chapter 19's ``sample`` with top-k: the prompt ids (P,) followed by ``length`` ids,
+    each drawn from ``next_token_probs(logits, temperature, top_k)`` given all before it:
+    int64 (P + length,). Draws from ``generator`` (CPU)."""
     require(top_k is None or isinstance(top_k, int) and top_k >= 1,
             f"top_k must be None or an int >= 1, got {top_k!r}")
-    device = next(model.parameters()).device
-    logits, state = model(prompt.to(device)[:, None])                  # (P, 1, V)
-    out = prompt.tolist()
-    for _ in range(length):
-        probs = next_token_probs(logits[-1, 0].float().cpu(), temperature, top_k)   # (V,)
-        out.append(torch.multinomial(probs, 1, generator=generator).item())
-        logits, state = model(torch.tensor([[out[-1]]], device=device), state)  # (1, 1, V)
-    return torch.tensor(out)
+    return sample(model, prompt, length, temperature, generator,
+                  probs_of=lambda logits, tau: next_token_probs(logits, tau, top_k))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 # --- chapters/05_rnn/19_rnn.ipynb, cell 3 ---
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -200,19 +201,28 @@ class CharRNN(nn.Module):
 
 
 # --- chapters/05_rnn/19_rnn.ipynb, cell 35 ---
+def detach_state(state: torch.Tensor | tuple[torch.Tensor, ...]
+                 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """The state's values without their history: a tensor (L, B, H), or a tuple of such
+    tensors (an LSTM's pair (h, c), chapter 20)."""
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
 def truncated_bptt_loss() -> LossOf:
     """A ``loss_of`` for ``fit``: the mean cross-entropy of a window (inputs, targets), each
     (T, B), run from the state the previous window ended in, *detached*, so that gradients
-    stop at the window's first step (truncated backpropagation through time)."""
+    stop at the window's first step (truncated backpropagation through time). The state may
+    be a tensor (L, B, H) or a tuple of them."""
     carried = {}
 
     def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         inputs, targets = batch
         state = carried.get("state")
-        if state is not None and state.shape[1] != inputs.shape[1]:
+        first = state[0] if isinstance(state, tuple) else state          # (L, B, H) or None
+        if first is not None and first.shape[1] != inputs.shape[1]:
             state = None                                     # a batch of another size
         logits, state = model(inputs, state)                 # (T, B, V)
-        carried["state"] = state.detach()                    # the value goes on, not the graph
+        carried["state"] = detach_state(state)               # the value goes on, not the graph
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
     return loss_of
 
@@ -239,21 +249,26 @@ def stream_perplexity(model: nn.Module, ids: torch.Tensor, start: int) -> float:
 # --- chapters/05_rnn/19_rnn.ipynb, cell 50 ---
 @torch.no_grad()
 def sample(model: nn.Module, prompt: torch.Tensor, length: int, temperature: float,
-           generator: torch.Generator) -> torch.Tensor:
+           generator: torch.Generator,
+           probs_of: Callable[[torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
     """The prompt ids (P,) followed by ``length`` ids, each drawn from
     softmax(logits / temperature) given all before it: int64 (P + length,). The draws come
-    from ``generator``, a CPU generator, whatever the model's device."""
+    from ``generator``, a CPU generator, whatever the model's device. ``probs_of(logits (V,),
+    temperature)`` -> (V,), when given, replaces the softmax (chapter 20 adds top-k)."""
     P = check_tensor(prompt, "prompt", "P", dtype="int")["P"]
     require(P > 0, "the prompt needs at least one token")
     check_number(length, "length", low=0, integer=True)
     check_number(temperature, "temperature", low=0, low_open=True)
     require(isinstance(generator, torch.Generator), "generator must be a torch.Generator",
             TypeError)
+    require(probs_of is None or callable(probs_of), "probs_of must be a function or None",
+            TypeError)
+    probs_of = probs_of or (lambda logits, tau: F.softmax(logits / tau, dim=0))
     device = next(model.parameters()).device
     logits, state = model(prompt.to(device)[:, None])                 # (P, 1, V)
     out = prompt.tolist()
     for _ in range(length):
-        probs = F.softmax(logits[-1, 0].float().cpu() / temperature, dim=0)     # (V,)
+        probs = probs_of(logits[-1, 0].float().cpu(), temperature)              # (V,)
         out.append(torch.multinomial(probs, 1, generator=generator).item())
         logits, state = model(torch.tensor([[out[-1]]], device=device), state)  # (1, 1, V)
     return torch.tensor(out)

@@ -1,7 +1,8 @@
 """d2l_utils.lstm (chapter 20): the LSTM and GRU cells and multi-layer layers against PyTorch's
 (float64, random shapes, both layouts: outputs, final states and the gradients of the input,
-the initial state and every weight), the adding problem's batches, the carried-state loss, the
-next-token distribution with temperature and top-k, generation, and the error messages."""
+the initial state and every weight), the adding problem's batches, chapter 19's truncated-BPTT
+loss on a pair of states, the next-token distribution with temperature and top-k, generation,
+and the error messages."""
 
 from __future__ import annotations
 
@@ -17,13 +18,12 @@ from d2l_utils.lstm import (
     CharLM,
     LastStep,
     adding_batch,
-    carried_state_loss,
-    detach_state,
     generate,
     gru_cell,
     lstm_cell,
     next_token_probs,
 )
+from d2l_utils.rnn import detach_state, truncated_bptt_loss
 
 F64 = torch.float64
 
@@ -100,10 +100,10 @@ def test_adding_batches():
     assert LastStep(nn.LSTM(2, 5), 5)(x[:, :7]).shape == (7,)
 
 
-def test_carried_state_loss_detaches_both_halves():
+def test_truncated_bptt_loss_carries_and_detaches_both_halves():
     torch.manual_seed(0)
     model = CharLM(5, 3, 4)
-    loss_of = carried_state_loss()
+    loss_of = truncated_bptt_loss()
     inputs = torch.randint(0, 5, (6, 2))
     targets = torch.randint(0, 5, (6, 2))
     first = loss_of(model, (inputs, targets))

@@ -178,6 +178,11 @@ def test_sample_is_seeded_and_keeps_the_prompt():
     cold = sample(model, prompt, 10, 1e-4, torch.Generator().manual_seed(1))
     logits, state = model(prompt[:, None])
     assert cold[3].item() == logits[-1, 0].argmax().item()           # tau -> 0: the argmax
+    last = sample(model, prompt, 6, 1.0, torch.Generator().manual_seed(2),
+                  probs_of=lambda scores, tau: F.one_hot(scores.argmin(), 9).float())
+    assert last[3].item() == logits[-1, 0].argmin().item()           # the rule it was given
+    with pytest.raises(TypeError, match="probs_of must be a function"):
+        sample(model, prompt, 2, 1.0, torch.Generator(), probs_of="top-k")
 
 
 def test_bad_inputs():
