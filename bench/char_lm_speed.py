@@ -24,14 +24,13 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from _race import Trace, report
 from torch import nn
 
 from d2l_utils import fit, load_text, set_seed
-from d2l_utils.lstm import CharLM, carried_state_loss
-from d2l_utils.rnn import stream_batches, stream_perplexity
+from d2l_utils.lstm import CharLM
+from d2l_utils.rnn import stream_batches, stream_perplexity, truncated_bptt_loss
 from d2l_utils.text import CharTokenizer, split_text
-
-Trace = list[tuple[float, float]]  # (training seconds so far, validation perplexity)
 
 
 class D2LGRULanguageModel(nn.Module):
@@ -98,7 +97,7 @@ def train_ours(train_ids: torch.Tensor, val_ids: torch.Tensor, start: int,
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.02, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.02,
                                                    total_steps=epochs * len(windows))
-    loss_of, trace, seconds = carried_state_loss(), [], 0.0
+    loss_of, trace, seconds = truncated_bptt_loss(), [], 0.0
     for _ in range(epochs):  # one epoch per call, so that the clock stops for evaluation
         history = fit(model, windows, epochs=1, optimizer=optimizer, scheduler=schedule,
                       scheduler_interval="batch", loss_of=loss_of, clip_grad_norm=1.0,
@@ -106,29 +105,6 @@ def train_ours(train_ids: torch.Tensor, val_ids: torch.Tensor, start: int,
         seconds += history["seconds"][0]
         trace.append((seconds, stream_perplexity(model, val_ids, start)))
     return trace
-
-
-def first_time_at(trace: Trace, perplexity: float) -> float | None:
-    """Training seconds at the first evaluation at or below ``perplexity``."""
-    return next((seconds for seconds, reached in trace if reached <= perplexity), None)
-
-
-def report(traces: dict[str, Trace]) -> None:
-    (d2l_name, d2l_trace), (ours_name, ours_trace) = traces.items()
-    target = d2l_trace[-1][1]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"target = d2l's final validation perplexity {target:.3f}")
-    print(f"{'recipe':<44} {'val ppl':>8} {'seconds':>8} {'s to target':>11}")
-    reach = {}
-    for name, trace in traces.items():
-        reach[name] = first_time_at(trace, target)
-        shown = "never" if reach[name] is None else f"{reach[name]:.1f}"
-        print(f"{name:<44} {trace[-1][1]:>8.3f} {trace[-1][0]:>8.1f} {shown:>11}")
-    if reach[ours_name] is not None:
-        floor = "at least " if reach[ours_name] == ours_trace[0][0] else ""
-        print(f"time-to-d2l-perplexity ratio (d2l / ours): {floor}"
-              f"{reach[d2l_name] / reach[ours_name]:.1f}x; total-time ratio: "
-              f"{d2l_trace[-1][0] / ours_trace[-1][0]:.1f}x")
 
 
 def main(epochs_d2l: int) -> None:
@@ -139,7 +115,7 @@ def main(epochs_d2l: int) -> None:
     traces = {f"d2l 1.0 GRU-32, SGD 4, {epochs_d2l} epochs":
               train_d2l(train_ids, val_ids, start, epochs_d2l)}
     traces["this book: chapter 20's LSTM-128, 16 epochs"] = train_ours(train_ids, val_ids, start)
-    report(traces)
+    report(traces, "val perplexity", higher_is_better=False)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from _race import Trace, report
 from torch import nn
 
 from d2l_utils import ArrayLoader, evaluate, load_fashion_mnist, set_seed
@@ -80,7 +81,7 @@ RECIPES = [
 
 
 def train_and_trace(recipe: Recipe, train: ArrayLoader, test: ArrayLoader,
-                    evaluations_per_epoch: int) -> list[tuple[float, float]]:
+                    evaluations_per_epoch: int) -> Trace:
     """Train ``recipe``; return ``(training seconds so far, test accuracy)`` at each check.
 
     This loop is the benchmark's own, not ``d2l_utils.fit``: it must stop the clock while it
@@ -110,11 +111,6 @@ def train_and_trace(recipe: Recipe, train: ArrayLoader, test: ArrayLoader,
     return trace
 
 
-def first_time_at(trace: list[tuple[float, float]], accuracy: float) -> float | None:
-    """Training seconds at the first check whose accuracy is at least ``accuracy``."""
-    return next((seconds for seconds, reached in trace if reached >= accuracy), None)
-
-
 def main(evaluations_per_epoch: int = 10) -> None:
     train_data, test_data = load_fashion_mnist("train"), load_fashion_mnist("test")
     traces = {}
@@ -124,25 +120,7 @@ def main(evaluations_per_epoch: int = 10) -> None:
         test = ArrayLoader(recipe.scale_pixels(test_data.images), test_data.labels,
                            batch_size=1000)
         traces[recipe.name] = train_and_trace(recipe, train, test, evaluations_per_epoch)
-    d2l_name, ours_name = RECIPES[0].name, RECIPES[1].name
-    target = traces[d2l_name][-1][1]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"target = d2l's final test accuracy {target:.4f}")
-    print(f"{'recipe':<52} {'epochs':>6} {'final acc':>9} {'seconds':>8} {'s to target':>11}")
-    reach = {}
-    for recipe in RECIPES:
-        trace = traces[recipe.name]
-        reach[recipe.name] = first_time_at(trace, target)
-        shown = "never" if reach[recipe.name] is None else f"{reach[recipe.name]:.1f}"
-        print(f"{recipe.name:<52} {recipe.epochs:>6} {trace[-1][1]:>9.4f} {trace[-1][0]:>8.1f} "
-              f"{shown:>11}")
-    if reach[ours_name] is not None:
-        # reached at the first check: it may have been reached earlier, so the ratio is a floor
-        floor = "at least " if reach[ours_name] == traces[ours_name][0][0] else ""
-        print(f"time-to-d2l-accuracy ratio (d2l / ours): {floor}"
-              f"{reach[d2l_name] / reach[ours_name]:.1f}x; total-time ratio: "
-              f"{traces[d2l_name][-1][0] / traces[ours_name][-1][0]:.1f}x")
-
+    report(traces, "test accuracy", higher_is_better=True)
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
