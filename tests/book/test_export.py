@@ -22,18 +22,25 @@ def notebook(cells: list[tuple[str, str]]) -> str:
                        "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
 
 
+def one_chapter_book(root: Path, cells: list[tuple[str, str]]) -> Path:
+    """A book in ``root`` (a package folder and one part) whose chapter 01_a has ``cells``;
+    returns the chapter's path, to rewrite it."""
+    (root / "d2l_utils").mkdir(exist_ok=True)
+    part = root / "chapters" / "01_part"
+    part.mkdir(parents=True, exist_ok=True)
+    (part / "01_a.ipynb").write_text(notebook(cells))
+    return part / "01_a.ipynb"
+
+
 @pytest.fixture
 def book(tmp_path) -> Path:
-    (tmp_path / "d2l_utils").mkdir()
-    part = tmp_path / "chapters" / "01_part"
-    part.mkdir(parents=True)
-    (part / "01_a.ipynb").write_text(notebook([
+    first = one_chapter_book(tmp_path, [
         ("markdown", "# A"),
         ("code", "#| export: toy\nimport math\n\n\ndef area(r: float) -> float:\n"
                  "    return math.pi * r * r"),
         ("code", "print(area(1.0))"),
-    ]))
-    (part / "02_b.ipynb").write_text(notebook([
+    ])
+    (first.parent / "02_b.ipynb").write_text(notebook([
         ("code", "#| export: toy\ndef double(x):\n    return 2 * x"),
         ("code", "#|export:other\nVALUE = 1"),
     ]))
@@ -133,10 +140,7 @@ def test_a_leading_docstring_becomes_the_module_docstring(book):
 
 
 def test_a_class_continued_in_a_later_cell_is_exported_whole(tmp_path):
-    (tmp_path / "d2l_utils").mkdir()
-    part = tmp_path / "chapters" / "01_part"
-    part.mkdir(parents=True)
-    (part / "01_a.ipynb").write_text(notebook([
+    one_chapter_book(tmp_path, [
         ("code", '#| export: shapes\nclass Square:\n    """A square."""\n\n'
                  "    def __init__(self, side: float) -> None:\n        self.side = side\n"),
         ("markdown", "Its area is the side squared."),
@@ -145,7 +149,7 @@ def test_a_class_continued_in_a_later_cell_is_exported_whole(tmp_path):
                  "    # area = side ** 2\n    def area(self) -> float:\n"
                  "        return self.side ** 2\n"),
         ("code", "print(Square(2.0).area())"),
-    ]))
+    ])
     text = export.render("shapes", export.collect(tmp_path)["shapes"])
     assert text.count("class Square") == 1 and "Square(Square)" not in text
     assert "    # --- chapters/01_part/01_a.ipynb, cell 3 (Square, continued) ---" in text
@@ -159,14 +163,11 @@ def test_a_class_continued_in_a_later_cell_is_exported_whole(tmp_path):
 
 
 def test_a_continuation_that_starts_with_a_decorated_method_keeps_the_decorator(tmp_path):
-    (tmp_path / "d2l_utils").mkdir()
-    part = tmp_path / "chapters" / "01_part"
-    part.mkdir(parents=True)
-    (part / "01_a.ipynb").write_text(notebook([
+    one_chapter_book(tmp_path, [
         ("code", "#| export: shapes\nclass Square:\n    side = 1.0\n"),
         ("code", "#| export: shapes\nclass Square(Square):\n    # a second constructor\n"
                  "    @classmethod\n    def unit(cls) -> 'Square':\n        return cls()\n"),
-    ]))
+    ])
     text = export.render("shapes", export.collect(tmp_path)["shapes"])
     assert "    # a second constructor\n    @classmethod\n    def unit(cls)" in text
     namespace: dict = {}
@@ -175,14 +176,11 @@ def test_a_continuation_that_starts_with_a_decorated_method_keeps_the_decorator(
 
 
 def test_a_continuation_needs_the_class_and_no_docstring(tmp_path):
-    (tmp_path / "d2l_utils").mkdir()
-    part = tmp_path / "chapters" / "01_part"
-    part.mkdir(parents=True)
-    (part / "01_a.ipynb").write_text(notebook([
-        ("code", "#| export: shapes\nclass Circle(Circle):\n    pass")]))
+    chapter = one_chapter_book(tmp_path, [
+        ("code", "#| export: shapes\nclass Circle(Circle):\n    pass")])
     with pytest.raises(ValueError, match="continues a class Circle that no earlier"):
         export.render("shapes", export.collect(tmp_path)["shapes"])
-    (part / "01_a.ipynb").write_text(notebook([
+    chapter.write_text(notebook([
         ("code", "#| export: shapes\nclass Circle:\n    pass"),
         ("code", '#| export: shapes\nclass Circle(Circle):\n    """Again."""\n    r = 1')]))
     with pytest.raises(ValueError, match="takes no docstring"):
