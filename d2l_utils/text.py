@@ -76,9 +76,7 @@ class Tokenizer:
         """The ids of the tokens of ``text``: int64 (T,)."""
         return torch.tensor([self.index[t] for t in self.split(text)], dtype=torch.int64)
 
-
-# --- chapters/05_rnn/18_text.ipynb, cell 10 ---
-class Tokenizer(Tokenizer):
+    # --- chapters/05_rnn/18_text.ipynb, cell 10 (Tokenizer, continued) ---
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         """The text of the ids (an integer tensor (T,) or a list of ints), tokens joined by
         ``join``."""
@@ -95,6 +93,7 @@ class Tokenizer(Tokenizer):
         return "".join(tokens)
 
 
+# --- chapters/05_rnn/18_text.ipynb, cell 11 ---
 class CharTokenizer(Tokenizer):
     """One token per character of ``ALPHABET``: lossless, and no unknown token is needed."""
 
@@ -106,7 +105,7 @@ class CharTokenizer(Tokenizer):
         return list(text)
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 12 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 13 ---
 WORD = re.compile(r"[a-z]+(?:'[a-z]+)*|\n\n|\S")  # a word, a paragraph break, a punctuation mark
 
 
@@ -132,7 +131,7 @@ class WordTokenizer(Tokenizer):
         return " ".join(tokens)
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 15 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 16 ---
 CHUNK = re.compile(r"[a-z]+(?:'[a-z]+)*(?: |\n\n)?|[^a-z\s]+(?: |\n\n)?|\s")
 
 
@@ -149,7 +148,7 @@ def merge_pair(symbols: list[str], pair: tuple[str, str]) -> list[str]:
     return merged
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 16 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 17 ---
 def update_pairs(words: list[list[str]], counts: list[int], pairs: Counter,
                  where: defaultdict, pair: tuple[str, str]) -> set[tuple[str, str]]:
     """Merge ``pair`` in every chunk ``words[i]`` that has it (each chunk type occurs
@@ -172,7 +171,7 @@ def update_pairs(words: list[list[str]], counts: list[int], pairs: Counter,
     return {p for p in changed if pairs[p] > 0}
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 17 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 18 ---
 def learn_bpe(text: str, num_merges: int) -> list[tuple[tuple[str, str], int]]:
     """Learn up to ``num_merges`` byte-pair merges on ``text`` (Sennrich et al., 2016), over
     the chunk types of ``CHUNK`` weighted by their counts. Returns [(pair, its count when it
@@ -199,7 +198,7 @@ def learn_bpe(text: str, num_merges: int) -> list[tuple[tuple[str, str], int]]:
     return merges
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 19 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 20 ---
 class BPETokenizer(Tokenizer):
     """Byte-pair encoding: the vocabulary is ``ALPHABET`` and the symbol of each merge (fewer
     if two merges make the same string). Lossless on normalised text; no unknown token."""
@@ -213,7 +212,7 @@ class BPETokenizer(Tokenizer):
         self.cache: dict[str, list[str]] = {}
         self.merge_counts: list[int] = []
 
-    # --- chapters/05_rnn/18_text.ipynb, cell 20 (BPETokenizer, continued) ---
+    # --- chapters/05_rnn/18_text.ipynb, cell 21 (BPETokenizer, continued) ---
     def segment(self, chunk: str) -> list[str]:
         """The tokens of one chunk: merge the earliest-learned pair present until none is."""
         if chunk not in self.cache:
@@ -239,7 +238,7 @@ class BPETokenizer(Tokenizer):
         return tokenizer
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 40 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 41 ---
 @lru_cache(maxsize=64)
 def ngram_table(text: str, m: int, continuation: bool = False
                 ) -> tuple[Counter, Counter, Counter]:
@@ -259,7 +258,7 @@ def ngram_table(text: str, m: int, continuation: bool = False
     return counts, totals, types
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 41 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 42 ---
 class NGramLM:
     """A character n-gram language model over ``ALPHABET``, counted on ``text``.
     ``smoothing="add-k"`` adds ``k`` to every count; ``"kneser-ney"`` is interpolated
@@ -278,7 +277,7 @@ class NGramLM:
         self.counts = [ngram_table(text, m) for m in range(1, n + 1)]   # orders 1..n
         self.continuation = [ngram_table(text, m, continuation=True) for m in range(1, n)]
 
-    # --- chapters/05_rnn/18_text.ipynb, cell 42 (NGramLM, continued) ---
+    # --- chapters/05_rnn/18_text.ipynb, cell 43 (NGramLM, continued) ---
     def prob(self, history: str, char: str) -> float:
         """P(char | the last n - 1 characters of history). Near the start of a text the history
         is shorter, and the model of that lower order answers."""
@@ -297,7 +296,7 @@ class NGramLM:
                 p = (seen + self.discount * types[context] * p) / total
         return p
 
-    # --- chapters/05_rnn/18_text.ipynb, cell 43 (NGramLM, continued) ---
+    # --- chapters/05_rnn/18_text.ipynb, cell 44 (NGramLM, continued) ---
     def log_probs(self, text: str) -> torch.Tensor:
         """ln P(text[t] | text[:t]) for every t, each character predicted from the ones before
         it in ``text`` alone (the first from none): float64 (T,)."""
@@ -324,7 +323,7 @@ class NGramLM:
         return out
 
 
-# --- chapters/05_rnn/18_text.ipynb, cell 45 ---
+# --- chapters/05_rnn/18_text.ipynb, cell 46 ---
 def perplexity(model: NGramLM, text: str) -> float:
     """exp of the mean negative log-likelihood per character of ``text`` under ``model``."""
     require(isinstance(text, str) and len(text) > 0, "text must be a non-empty str")

@@ -83,9 +83,7 @@ class VAE(nn.Module):
         mean, log_var = self.encode(x)
         return self.decoder(reparameterise(mean, log_var, generator)), mean, log_var
 
-
-# --- chapters/07_generative/27_vae.ipynb, cell 18 ---
-class VAE(VAE):
+    # --- chapters/07_generative/27_vae.ipynb, cell 18 (VAE, continued) ---
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n new examples (n, D): the decoder's pixel probabilities for n draws z ~ N(0, I)
         (drawn on the CPU); pass them to torch.bernoulli for binary images."""
@@ -95,6 +93,7 @@ class VAE(VAE):
         return torch.sigmoid(self.decoder(z.to(weight.device)))             # (n, D)
 
 
+# --- chapters/07_generative/27_vae.ipynb, cell 19 ---
 def elbo(model: VAE, x: torch.Tensor, generator: torch.Generator | None = None
          ) -> torch.Tensor:
     """One-sample estimate of the evidence lower bound of each row of binary x (B, D), in
@@ -111,7 +110,7 @@ def vae_loss(model: VAE, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return -elbo(model, batch[0]).mean()
 
 
-# --- chapters/07_generative/27_vae.ipynb, cell 25 ---
+# --- chapters/07_generative/27_vae.ipynb, cell 26 ---
 def iwae_bound(model: VAE, x: torch.Tensor, k: int,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """Estimate of the importance-weighted bound of Burda et al. (2016) on log p(x) for each

@@ -21,14 +21,14 @@ extractor, the same sample sizes and the same reference data.
 
 from __future__ import annotations
 
-# --- chapters/07_generative/27_vae.ipynb, cell 33 ---
+# --- chapters/07_generative/27_vae.ipynb, cell 34 ---
 import torch
 from torch import nn
 
 from d2l_utils.checks import check_number, check_tensor, require
 
 
-# --- chapters/07_generative/27_vae.ipynb, cell 34 ---
+# --- chapters/07_generative/27_vae.ipynb, cell 35 ---
 def ring_of_gaussians(n: int, modes: int = 8, radius: float = 2.0, std: float = 0.05,
                       generator: torch.Generator | None = None) -> torch.Tensor:
     """n points (n, 2) from an equal mixture of ``modes`` Gaussians of standard deviation
@@ -54,7 +54,7 @@ def gaussian_kernel(a: torch.Tensor, b: torch.Tensor, bandwidths: list[float]) -
     return sum(torch.exp(-sq / (2 * h**2)) for h in bandwidths)              # (N, M)
 
 
-# --- chapters/07_generative/27_vae.ipynb, cell 35 ---
+# --- chapters/07_generative/27_vae.ipynb, cell 36 ---
 def median_bandwidths(x: torch.Tensor, y: torch.Tensor,
                       scales: tuple[float, ...] = (0.1, 0.2, 0.5, 1.0, 2.0)) -> list[float]:
     """The median heuristic: the median distance between distinct rows of x (N, F) and
@@ -83,7 +83,7 @@ def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths: list[float] | None = None
             - 2 * gaussian_kernel(x, y, bandwidths).mean())
 
 
-# --- chapters/07_generative/27_vae.ipynb, cell 40 ---
+# --- chapters/07_generative/27_vae.ipynb, cell 41 ---
 def sqrtm_psd(matrix: torch.Tensor, iterations: int = 100) -> torch.Tensor:
     """The square root S (N, N) of a symmetric positive semi-definite matrix (N, N), with
     S @ S = matrix, by the coupled Newton-Schulz iteration on matrix / |matrix|_F. A ridge of
@@ -107,7 +107,7 @@ def sqrtm_psd(matrix: torch.Tensor, iterations: int = 100) -> torch.Tensor:
     return y * scale.sqrt()                                                  # (N, N)
 
 
-# --- chapters/07_generative/27_vae.ipynb, cell 43 ---
+# --- chapters/07_generative/27_vae.ipynb, cell 44 ---
 def gaussian_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (F,) and unbiased covariance (F, F) of the rows of features (N, F), N >= 2."""
     N, F = check_tensor(features, "features", "N F", dtype="float").values()
@@ -132,7 +132,7 @@ def frechet_distance(mean_a: torch.Tensor, cov_a: torch.Tensor, mean_b: torch.Te
     return (mean_a - mean_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross
 
 
-# --- chapters/07_generative/27_vae.ipynb, cell 47 ---
+# --- chapters/07_generative/27_vae.ipynb, cell 48 ---
 def extract_features(extractor: nn.Module, images: torch.Tensor,
                      batch_size: int = 500) -> torch.Tensor:
     """extractor(images) (N, F) in float64 on the CPU, computed in batches without gradients,

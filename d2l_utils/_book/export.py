@@ -134,6 +134,10 @@ def _join_continued_classes(cells: list[ExportedCell], codes: list[str]) -> list
             blocks.append([provenance, *code.strip("\n").split("\n")])
             for node in ast.parse(code).body:
                 if isinstance(node, ast.ClassDef):
+                    if [getattr(base, "id", None) for base in node.bases] == [node.name]:
+                        raise ValueError(f"{cell.notebook} cell {cell.index}: 'class {node.name}"
+                                         f"({node.name})' continues a class only when it is "
+                                         "alone in its cell; move the rest to another cell")
                     owner[node.name] = len(blocks) - 1
             continue
         if name not in owner:

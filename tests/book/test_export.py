@@ -185,3 +185,9 @@ def test_a_continuation_needs_the_class_and_no_docstring(tmp_path):
         ("code", '#| export: shapes\nclass Circle(Circle):\n    """Again."""\n    r = 1')]))
     with pytest.raises(ValueError, match="takes no docstring"):
         export.render("shapes", export.collect(tmp_path)["shapes"])
+    chapter.write_text(notebook([
+        ("code", "#| export: shapes\nclass Circle:\n    pass"),
+        ("code", "#| export: shapes\nclass Circle(Circle):\n    r = 1\n\n\ndef area():\n"
+                 "    return 3")]))
+    with pytest.raises(ValueError, match="only when it is alone in its cell"):
+        export.render("shapes", export.collect(tmp_path)["shapes"])
